@@ -1,0 +1,288 @@
+"""Pure-PyTorch references of the fused kernels.
+
+These are the ground truth the Triton kernels are tested against and the CPU
+implementation of every registered op. They are differentiable by autograd, run in
+float64 for ``gradcheck``, and accumulate half-precision inputs in float32.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def _compute_dtype(*tensors: torch.Tensor) -> torch.dtype:
+    """float64 if any input is float64, else float32 (half inputs accumulate in float32)."""
+    return torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
+
+
+# ----------------------------------------------------------------------------- ms_deform_attn
+
+
+def ms_deform_attn(
+    value: torch.Tensor,
+    spatial_shapes: torch.Tensor,
+    level_start_index: torch.Tensor,
+    sampling_locations: torch.Tensor,
+    attention_weights: torch.Tensor,
+) -> torch.Tensor:
+    """Multi-scale deformable attention (Deformable DETR semantics).
+
+    Args:
+        value: ``[B, S, H, D]`` with ``S = sum_l H_l * W_l``.
+        spatial_shapes: ``[L, 2]`` int64, ``(H_l, W_l)`` per level.
+        level_start_index: ``[L]`` int64, offset of each level in ``S``.
+        sampling_locations: ``[B, Q, H, L, P, 2]`` as ``(x, y)`` in ``[0, 1]``.
+        attention_weights: ``[B, Q, H, L, P]``.
+
+    Returns:
+        ``[B, Q, H * D]``: per head, ``sum_{l,p} w * bilinear(value_l, loc)`` with zero
+        padding and ``align_corners=False``.
+    """
+    B, S, H, D = value.shape
+    _, Q, _, L, P, _ = sampling_locations.shape
+    dtype = _compute_dtype(value, sampling_locations, attention_weights)
+    shapes = [(int(h), int(w)) for h, w in spatial_shapes.tolist()]
+    starts = [int(s) for s in level_start_index.tolist()]
+    grids = 2.0 * sampling_locations.to(dtype) - 1.0  # grid_sample expects [-1, 1]
+    samples = []
+    for level, ((h, w), start) in enumerate(zip(shapes, starts, strict=True)):
+        # [B, h*w, H, D] -> [B*H, D, h, w]
+        v = value[:, start : start + h * w].to(dtype).permute(0, 2, 3, 1).reshape(B * H, D, h, w)
+        # [B, Q, H, P, 2] -> [B*H, Q, P, 2]
+        g = grids[:, :, :, level].transpose(1, 2).reshape(B * H, Q, P, 2)
+        samples.append(
+            F.grid_sample(v, g, mode="bilinear", padding_mode="zeros", align_corners=False)
+        )  # [B*H, D, Q, P]
+    stacked = torch.stack(samples, dim=-2).flatten(-2)  # [B*H, D, Q, L*P]
+    weights = attention_weights.to(dtype).transpose(1, 2).reshape(B * H, 1, Q, L * P)
+    out = (stacked * weights).sum(-1).view(B, H * D, Q).transpose(1, 2)
+    return out.to(value.dtype).contiguous()
+
+
+def ms_deform_attn_fused(
+    value: torch.Tensor,
+    spatial_shapes: torch.Tensor,
+    level_start_index: torch.Tensor,
+    sampling_locations: torch.Tensor,
+    attention_logits: torch.Tensor,
+) -> torch.Tensor:
+    """:func:`ms_deform_attn` with ``attention_logits [B,Q,H,L,P]`` softmaxed over ``L*P``."""
+    B, Q, H, L, P = attention_logits.shape
+    dtype = _compute_dtype(attention_logits)
+    weights = attention_logits.to(dtype).reshape(B, Q, H, L * P).softmax(-1).view(B, Q, H, L, P)
+    return ms_deform_attn(value, spatial_shapes, level_start_index, sampling_locations, weights)
+
+
+# ----------------------------------------------------------------------------- deform_conv2d
+
+
+def _pair(x: int | tuple[int, int]) -> tuple[int, int]:
+    return (x, x) if isinstance(x, int) else (int(x[0]), int(x[1]))
+
+
+def bilinear_zero_pad(image: torch.Tensor, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Bilinear samples of ``image [N, C, H, W]`` at pixel coordinates ``y, x [N, P]``.
+
+    Corners outside the image contribute 0 (torchvision's DCN convention).
+    Returns ``[N, C, P]``.
+    """
+    N, C, H, W = image.shape
+    flat = image.flatten(2)
+    y0, x0 = torch.floor(y), torch.floor(x)
+    ly, lx = y - y0, x - x0
+    out = image.new_zeros(N, C, y.shape[1])
+    for dy, dx, weight in (
+        (0, 0, (1 - ly) * (1 - lx)),
+        (0, 1, (1 - ly) * lx),
+        (1, 0, ly * (1 - lx)),
+        (1, 1, ly * lx),
+    ):
+        yi, xi = y0 + dy, x0 + dx
+        valid = (yi >= 0) & (yi <= H - 1) & (xi >= 0) & (xi <= W - 1)
+        index = (yi.clamp(0, H - 1) * W + xi.clamp(0, W - 1)).long()
+        corner = flat.gather(2, index[:, None, :].expand(N, C, -1))
+        out = out + corner * (weight * valid)[:, None, :]
+    return out
+
+
+def deform_conv2d(
+    input: torch.Tensor,
+    offset: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    stride: int | tuple[int, int] = 1,
+    padding: int | tuple[int, int] = 0,
+    dilation: int | tuple[int, int] = 1,
+    mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Modulated deformable convolution v2, ``torchvision.ops.deform_conv2d`` semantics.
+
+    Args:
+        input: ``[N, C_in, H, W]``.
+        offset: ``[N, 2 * G_off * kh * kw, H_out, W_out]``; channel ``2 * (g * K + k)`` is
+            the y offset and ``2 * (g * K + k) + 1`` the x offset of kernel tap
+            ``k = i * kw + j`` in offset group ``g``.
+        weight: ``[C_out, C_in / groups, kh, kw]``.
+        bias: ``[C_out]`` or None.
+        mask: ``[N, G_off * kh * kw, H_out, W_out]`` or None (all ones).
+
+    Returns:
+        ``[N, C_out, H_out, W_out]``.
+    """
+    sh, sw = _pair(stride)
+    ph, pw = _pair(padding)
+    dh, dw = _pair(dilation)
+    N, C_in, H, W = input.shape
+    C_out, C_in_g, kh, kw = weight.shape
+    K = kh * kw
+    groups = C_in // C_in_g
+    offset_groups = offset.shape[1] // (2 * K)
+    H_out = (H + 2 * ph - (dh * (kh - 1) + 1)) // sh + 1
+    W_out = (W + 2 * pw - (dw * (kw - 1) + 1)) // sw + 1
+    dtype = _compute_dtype(input, offset, weight)
+    device = input.device
+
+    # Regular grid: y = ho * sh - ph + i * dh, x = wo * sw - pw + j * dw, per tap k = (i, j).
+    tap_y = (torch.arange(kh, device=device, dtype=dtype) * dh).repeat_interleave(kw)  # [K]
+    tap_x = (torch.arange(kw, device=device, dtype=dtype) * dw).repeat(kh)  # [K]
+    out_y = torch.arange(H_out, device=device, dtype=dtype) * sh - ph  # [H_out]
+    out_x = torch.arange(W_out, device=device, dtype=dtype) * sw - pw  # [W_out]
+    base_y = tap_y[:, None, None] + out_y[None, :, None]  # [K, H_out, 1]
+    base_x = tap_x[:, None, None] + out_x[None, None, :]  # [K, 1, W_out]
+
+    off = offset.to(dtype).view(N, offset_groups, K, 2, H_out, W_out)
+    y = (base_y + off[:, :, :, 0]).reshape(N * offset_groups, K * H_out * W_out)
+    x = (base_x + off[:, :, :, 1]).reshape(N * offset_groups, K * H_out * W_out)
+    image = input.to(dtype).reshape(N * offset_groups, C_in // offset_groups, H, W)
+    cols = bilinear_zero_pad(image, y, x)  # [N*G_off, C_in/G_off, K*H_out*W_out]
+    if mask is not None:
+        cols = cols * mask.to(dtype).reshape(N * offset_groups, 1, K * H_out * W_out)
+    # [N, groups, C_in_g * K, P], row index c * K + k matches weight.flatten(1)
+    cols = cols.reshape(N, groups, C_in_g * K, H_out * W_out)
+    w = weight.to(dtype).reshape(groups, C_out // groups, C_in_g * K)
+    out = torch.einsum("gok,ngkp->ngop", w, cols).reshape(N, C_out, H_out, W_out)
+    if bias is not None:
+        out = out + bias.to(dtype)[None, :, None, None]
+    return out.to(input.dtype)
+
+
+# ----------------------------------------------------------------------------- sinkhorn
+
+# Upper clamp on logits: +inf (or an overflow of scores / tau) becomes a huge finite value so
+# that log-sum-exp never computes inf - inf.
+_LOGIT_CAP = 1e30
+
+
+def _safe_logsumexp(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """logsumexp that returns a finite value (log of tiny) for all ``-inf`` slices."""
+    peak = x.amax(dim=dim, keepdim=True).detach()
+    peak = torch.where(torch.isfinite(peak), peak, torch.zeros_like(peak))
+    total = torch.exp(x - peak).sum(dim=dim, keepdim=True)
+    return peak + torch.log(total.clamp_min(torch.finfo(x.dtype).tiny))
+
+
+def sinkhorn(
+    scores: torch.Tensor,
+    iters: int,
+    *,
+    tau: float = 1.0,
+    row_mask: torch.Tensor | None = None,
+    col_mask: torch.Tensor | None = None,
+    dustbin: float | None = None,
+) -> torch.Tensor:
+    """Batched log-domain Sinkhorn normalisation.
+
+    Args:
+        scores: ``[B, n1, n2]`` logits.
+        iters: number of (row, column) normalisation rounds.
+        tau: temperature, ``x = scores / tau``.
+        row_mask / col_mask: ``[B, n1]`` / ``[B, n2]`` bool, True for real rows/columns.
+        dustbin: if given, a ``[B, n1 + 1, n2 + 1]`` problem with this score in the extra
+            row and column and SuperGlue's marginals: each real row and column has mass 1,
+            the dustbin row has mass ``m`` (real columns), the dustbin column mass ``n``
+            (real rows).
+
+    Returns:
+        ``[B, n1, n2]`` (or ``[B, n1 + 1, n2 + 1]``) probabilities ``exp(x)`` after ``iters``
+        rounds of ``x -= logsumexp_row(x) - log mu; x -= logsumexp_col(x) - log nu``.
+        Masked rows and columns, and rows or columns whose scores are all ``-inf``, are 0.
+        ``+inf`` logits are capped at ``1e30`` so the output is never NaN.
+    """
+    B, n1, n2 = scores.shape
+    dtype = _compute_dtype(scores)
+    device = scores.device
+    rows = torch.ones(B, n1, dtype=torch.bool, device=device) if row_mask is None else row_mask
+    cols = torch.ones(B, n2, dtype=torch.bool, device=device) if col_mask is None else col_mask
+    x = (scores.to(dtype) / tau).clamp(max=_LOGIT_CAP)
+    log_mu = torch.zeros(B, n1, 1, dtype=dtype, device=device)
+    log_nu = torch.zeros(B, 1, n2, dtype=dtype, device=device)
+    if dustbin is not None:
+        bin_col = torch.full((B, n1, 1), dustbin / tau, dtype=dtype, device=device)
+        bin_row = torch.full((B, 1, n2 + 1), dustbin / tau, dtype=dtype, device=device)
+        x = torch.cat([torch.cat([x, bin_col], dim=2), bin_row], dim=1)
+        m = rows.sum(1).to(dtype)  # real rows
+        n = cols.sum(1).to(dtype)  # real columns
+        # dustbin row absorbs up to n columns, dustbin column up to m rows (SuperGlue)
+        log_mu = torch.cat([log_mu, torch.log(n.clamp_min(1))[:, None, None]], dim=1)
+        log_nu = torch.cat([log_nu, torch.log(m.clamp_min(1))[:, None, None]], dim=2)
+        true = torch.ones(B, 1, dtype=torch.bool, device=device)
+        rows = torch.cat([rows, true], dim=1)
+        cols = torch.cat([cols, true], dim=1)
+    valid = rows[:, :, None] & cols[:, None, :]
+    x = x.masked_fill(~valid, float("-inf"))
+    for _ in range(iters):
+        x = x - _safe_logsumexp(x, dim=2) + log_mu
+        x = x - _safe_logsumexp(x, dim=1) + log_nu
+    return torch.exp(x).to(scores.dtype)
+
+
+# ----------------------------------------------------------------------------- gm_affinity
+
+
+def gm_affinity(
+    node1: torch.Tensor,
+    node2: torch.Tensor,
+    edge1: torch.Tensor,
+    edge2: torch.Tensor,
+    assign: torch.Tensor,
+    *,
+    sigma: float,
+    mask1: torch.Tensor | None = None,
+    mask2: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Graph-matching affinity: node term plus the quadratic term applied to ``assign``.
+
+    Args:
+        node1: ``[B, n1, d]``, node2: ``[B, n2, d]``.
+        edge1: ``[B, n1, n1, c]``, edge2: ``[B, n2, n2, c]``: features of edge ``(i, j)``.
+        assign: ``[B, n1, n2]`` current (soft) assignment ``S``.
+        sigma: bandwidth of the Gaussian edge affinity.
+        mask1 / mask2: ``[B, n1]`` / ``[B, n2]`` bool, True for real nodes.
+
+    Returns:
+        ``[B, n1, n2]``: ``node1 @ node2^T + Q`` with
+        ``Q[b,i,a] = sum_{j != i, k != a} exp(-||edge1[b,i,j] - edge2[b,a,k]||^2 / sigma^2)
+        * assign[b,j,k]``; masked nodes take no part and their rows/columns are 0.
+
+    This reference materialises ``[B, n1, n1, n2, n2]``: use it for small graphs only.
+    """
+    B, n1, _ = node1.shape
+    n2 = node2.shape[1]
+    dtype = _compute_dtype(node1, node2, edge1, edge2, assign)
+    device = node1.device
+    m1 = torch.ones(B, n1, dtype=torch.bool, device=device) if mask1 is None else mask1
+    m2 = torch.ones(B, n2, dtype=torch.bool, device=device) if mask2 is None else mask2
+    e1, e2 = edge1.to(dtype), edge2.to(dtype)
+    diff = e1[:, :, :, None, None, :] - e2[:, None, None, :, :, :]  # [B, n1, n1, n2, n2, c]
+    ke = torch.exp(-diff.pow(2).sum(-1) / (sigma * sigma))  # [B, i, j, a, k]
+    off1 = ~torch.eye(n1, dtype=torch.bool, device=device)  # j != i
+    off2 = ~torch.eye(n2, dtype=torch.bool, device=device)  # k != a
+    keep = (off1[None, :, :, None, None] & off2[None, None, None, :, :]) & (
+        m1[:, None, :, None, None] & m2[:, None, None, None, :]
+    )
+    ke = ke * keep
+    quad = torch.einsum("bijak,bjk->bia", ke, assign.to(dtype))
+    out = torch.bmm(node1.to(dtype), node2.to(dtype).transpose(1, 2)) + quad
+    out = out * (m1[:, :, None] & m2[:, None, :])
+    return out.to(node1.dtype)
