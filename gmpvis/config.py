@@ -1,0 +1,359 @@
+"""Configuration: nested dataclasses, presets (``tiny``, ``r50``, ``r101``) and overrides.
+
+``get_config("r50", ["train.lr=1e-4", "data.scales=288,320"])`` builds a preset and applies
+``section.field=value`` overrides; the value is parsed with the field's declared type. An unknown
+section or field, or a value that does not parse, raises ``ValueError`` naming it.
+
+Paper-level hyper-parameters (GMP-VIS, CVPR 2022, built on Deformable DETR / VisTR) are the
+defaults of the dataclasses and of the ``r50`` preset: hidden 256, 8 heads, 6 encoder and
+6 decoder layers, 4 feature levels with 4 sampling points, FFN 1024, 300 queries (100 in the
+lighter r50 preset), AdamW lr 1e-4 (backbone 1e-5), weight decay 1e-4, gradient clip 0.1,
+Hungarian costs class 2 / L1 5 / GIoU 2, loss weights class 2 / L1 5 / GIoU 2 /
+mask 5 / dice 5 and the graph-matching loss weight 1.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+BACKBONES = ("tiny_cnn", "resnet50", "resnet101")
+AMP_MODES = ("off", "bf16", "fp16")
+
+
+@dataclass
+class ModelConfig:
+    """Network architecture (see ``gmpvis.model.build_model``)."""
+
+    backbone: str = "resnet50"  # one of BACKBONES; "tiny_cnn" is the small CPU network
+    pretrained_weights: str = ""  # local .pth state dict for the ResNet; nothing is downloaded
+    frozen_bn: bool = True  # torchvision.ops.FrozenBatchNorm2d in the ResNet
+    train_backbone: bool = True  # False: backbone parameters get requires_grad=False
+    tiny_channels: int = 32  # width of the first stage of the "tiny_cnn" backbone
+    hidden_dim: int = 256
+    num_feature_levels: int = 4  # strides 8/16/32 + one extra stride-64 level
+    nheads: int = 8
+    enc_layers: int = 6
+    dec_layers: int = 6
+    dim_feedforward: int = 1024
+    dropout: float = 0.1
+    enc_n_points: int = 4
+    dec_n_points: int = 4
+    fused_attention: bool = True  # kernels.ms_deform_attn_fused (softmax inside the kernel)
+    num_queries: int = 100
+    num_classes: int = 40  # YouTube-VIS 2019; train.py sets it from the dataset
+    # temporal feature aggregation
+    num_memory_tokens: int = 8  # memory tokens carried by every frame
+    temporal_layers: int = 1  # transformer layers mixing memory tokens across frames
+    memory_frames: int = 5  # K: frames kept in the rolling memory at online inference
+    # heads
+    embed_dim: int = 128  # instance (association) embedding size E
+    mask_dim: int = 256  # mask embedding / pixel feature size
+    mask_stride: int = 4  # 4 or 8: output stride of the mask logits
+    aux_loss: bool = True  # outputs of every decoder layer
+    # graph matching head
+    gm_cross_layers: int = 1  # cross-graph attention layers refining node features
+    gm_edge_dim: int = 16  # c: size of the edge features fed to gm_affinity
+    gm_iters: int = 3  # graduated-assignment outer iterations
+    gm_lambda: float = 0.5  # weight of the quadratic term Q(S)
+    gm_sigma: float = 1.0  # Gaussian edge-affinity bandwidth
+    sinkhorn_iters: int = 10
+    sinkhorn_tau: float = 0.1  # temperature of the Sinkhorn normalisation
+    gm_dustbin_init: float = 0.0  # initial (learned) dustbin score
+
+
+@dataclass
+class LossConfig:
+    """Matcher costs and loss weights (``gmpvis.model.build_criterion``)."""
+
+    cost_class: float = 2.0
+    cost_bbox: float = 5.0
+    cost_giou: float = 2.0
+    cost_mask: float = 5.0  # mask focal cost (on sampled points, float32)
+    cost_dice: float = 5.0
+    cls_weight: float = 2.0
+    bbox_weight: float = 5.0
+    giou_weight: float = 2.0
+    mask_weight: float = 5.0
+    dice_weight: float = 5.0
+    match_weight: float = 1.0  # L_match (graph-level association loss)
+    match_dustbin_weight: float = 1.0  # weight of the dustbin NLL term inside L_match
+    focal_alpha: float = 0.25
+    focal_gamma: float = 2.0
+    gm_distractors: int = 2  # unmatched high-score proposals added per graph as distractors
+    mask_points: int = 0  # >0: losses/costs on this many random points instead of all pixels
+
+
+@dataclass
+class DataConfig:
+    """Dataset and clip sampling (``gmpvis.data``)."""
+
+    root: str = "data/synthetic"
+    ann_file: str = ""  # "" -> <root>/annotations.json
+    synthetic: bool = False  # generate a synthetic dataset under root on first use
+    synthetic_videos: int = 64
+    synthetic_frames: int = 12
+    synthetic_difficulty: str = "easy"
+    synthetic_size: tuple[int, int] = (128, 128)  # (H, W)
+    clip_len: int = 3
+    max_gap: int = 3  # largest index gap between consecutive sampled frames
+    scales: list[int] = field(default_factory=lambda: [288, 320, 352, 384, 416, 448, 480])
+    max_size: int = 768
+    holdout_fraction: float = 0.1
+    split_seed: int = 0
+    num_workers: int = 2
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation and bookkeeping (``train.py``, ``gmpvis.engine``)."""
+
+    output_dir: str = "outputs/run"
+    batch_size: int = 2
+    lr: float = 1e-4
+    lr_backbone: float = 1e-5
+    weight_decay: float = 1e-4
+    max_steps: int = 100000
+    warmup_steps: int = 500
+    lr_drop_steps: list[int] = field(default_factory=lambda: [80000])
+    clip_max_norm: float = 0.1
+    amp: str = "off"  # one of AMP_MODES
+    compile: bool = False
+    seed: int = 42
+    ckpt_every: int = 2000
+    eval_every: int = 5000
+    log_every: int = 50
+    tensorboard: bool = False
+    resume: str = ""  # checkpoint path, "" for none
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+SECTIONS = {"model": ModelConfig, "loss": LossConfig, "data": DataConfig, "train": TrainConfig}
+
+# Preset = dict of "section.field" -> value applied over the dataclass defaults.
+PRESETS: dict[str, dict[str, Any]] = {
+    # Trains on 2 CPU cores: small conv backbone, hidden 64, 12 queries, 1+1 layers, 128 px.
+    "tiny": {
+        "model.backbone": "tiny_cnn",
+        "model.frozen_bn": False,
+        "model.tiny_channels": 16,
+        "model.hidden_dim": 64,
+        "model.num_feature_levels": 3,
+        "model.nheads": 4,
+        "model.enc_layers": 1,
+        "model.dec_layers": 2,
+        "model.dim_feedforward": 128,
+        "model.dropout": 0.0,
+        "model.enc_n_points": 2,
+        "model.dec_n_points": 2,
+        "model.num_queries": 12,
+        "model.num_classes": 4,
+        "model.num_memory_tokens": 4,
+        "model.memory_frames": 3,
+        "model.embed_dim": 32,
+        "model.mask_dim": 32,
+        "model.mask_stride": 8,
+        "model.gm_edge_dim": 8,
+        "model.sinkhorn_iters": 5,
+        "data.synthetic": True,
+        "data.synthetic_videos": 48,
+        "data.synthetic_frames": 8,
+        "data.synthetic_size": (128, 128),
+        "data.clip_len": 3,
+        "data.max_gap": 2,
+        "data.scales": [128],
+        "data.max_size": 128,
+        "data.num_workers": 0,
+        "train.output_dir": "outputs/tiny",
+        "train.batch_size": 2,
+        "train.lr": 2e-4,
+        "train.lr_backbone": 2e-4,
+        "train.max_steps": 2000,
+        "train.warmup_steps": 50,
+        "train.lr_drop_steps": [1600],
+        "train.clip_max_norm": 1.0,
+        "train.ckpt_every": 500,
+        "train.eval_every": 1000,
+        "train.log_every": 20,
+    },
+    # Paper-level ResNet-50 setting (YouTube-VIS 2019: 40 classes, 3-frame clips).
+    "r50": {
+        "model.backbone": "resnet50",
+        "data.root": "data/ytvis2019",
+        "data.synthetic": False,
+        "train.output_dir": "outputs/r50",
+    },
+    "r101": {
+        "model.backbone": "resnet101",
+        "data.root": "data/ytvis2019",
+        "data.synthetic": False,
+        "train.output_dir": "outputs/r101",
+    },
+}
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    """Resolved annotations (the module uses postponed evaluation, so resolve the strings)."""
+    return typing.get_type_hints(cls)
+
+
+def _parse_bool(text: str, name: str) -> bool:
+    low = text.strip().lower()
+    if low in ("1", "true", "yes", "on"):
+        return True
+    if low in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"config field {name!r}: cannot parse {text!r} as bool (true/false)")
+
+
+def _split_list(text: str) -> list[str]:
+    """'1,2,3' or '[1, 2, 3]' or '' -> list of item strings."""
+    s = text.strip()
+    if s.startswith(("[", "(")) and s.endswith(("]", ")")):
+        s = s[1:-1]
+    return [p.strip() for p in s.split(",") if p.strip()]
+
+
+def _coerce(value: Any, tp: Any, name: str) -> Any:
+    """Convert ``value`` (a string from the command line, or a Python value) to type ``tp``."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    try:
+        if origin in (list, tuple):
+            items = _split_list(value) if isinstance(value, str) else list(value)
+            if origin is tuple:
+                if len(args) == 2 and args[1] is Ellipsis:
+                    return tuple(_coerce(v, args[0], name) for v in items)
+                if len(items) != len(args):
+                    raise ValueError(
+                        f"config field {name!r}: expected {len(args)} values, got {len(items)}"
+                    )
+                return tuple(_coerce(v, a, name) for v, a in zip(items, args, strict=True))
+            return [_coerce(v, args[0], name) for v in items]
+        if tp is bool:
+            if isinstance(value, bool):
+                return value
+            return _parse_bool(str(value), name)
+        if tp is int:
+            if isinstance(value, bool):
+                raise ValueError(f"config field {name!r}: expected int, got bool")
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError(f"config field {name!r}: expected int, got {value!r}")
+            if isinstance(value, str):
+                num = float(value.strip())  # accepts "1e4" too
+                if not num.is_integer():
+                    raise ValueError(f"config field {name!r}: expected int, got {value!r}")
+                return int(num)
+            return int(value)
+        if tp is float:
+            return float(value)
+        if tp is str:
+            return str(value)
+    except ValueError as err:
+        if str(err).startswith("config field"):
+            raise
+        raise ValueError(
+            f"config field {name!r}: cannot parse {value!r} as {getattr(tp, '__name__', tp)}"
+        ) from err
+    raise ValueError(f"config field {name!r}: unsupported type {tp}")
+
+
+def set_field(cfg: Config, key: str, value: Any) -> None:
+    """Set ``cfg.<section>.<field>`` from ``key = "section.field"`` with type conversion."""
+    if key.count(".") != 1:
+        raise ValueError(f"config key {key!r}: expected 'section.field' (e.g. train.lr)")
+    section, name = key.split(".")
+    if section not in SECTIONS:
+        raise ValueError(
+            f"config key {key!r}: unknown section {section!r} (one of {sorted(SECTIONS)})"
+        )
+    types = _field_types(SECTIONS[section])
+    if name not in types:
+        raise ValueError(
+            f"config key {key!r}: unknown field {name!r} of section {section!r} "
+            f"(fields: {', '.join(types)})"
+        )
+    setattr(getattr(cfg, section), name, _coerce(value, types[name], key))
+
+
+def apply_overrides(cfg: Config, overrides: list[str] | None) -> Config:
+    """Apply ``"section.field=value"`` strings in order (later ones win)."""
+    for item in overrides or []:
+        if "=" not in item:
+            raise ValueError(f"config override {item!r}: expected 'section.field=value'")
+        key, value = item.split("=", 1)
+        set_field(cfg, key.strip(), value.strip())
+    return cfg
+
+
+def validate(cfg: Config) -> Config:
+    """Check enumerations and ranges; ValueError naming the field at fault."""
+    m, t, d = cfg.model, cfg.train, cfg.data
+    checks = [
+        (m.backbone in BACKBONES, "model.backbone", f"one of {BACKBONES}", m.backbone),
+        (t.amp in AMP_MODES, "train.amp", f"one of {AMP_MODES}", t.amp),
+        (m.mask_stride in (4, 8), "model.mask_stride", "4 or 8", m.mask_stride),
+        (1 <= m.num_feature_levels <= 4, "model.num_feature_levels", "1..4", m.num_feature_levels),
+        (
+            m.hidden_dim % m.nheads == 0,
+            "model.hidden_dim",
+            "divisible by model.nheads",
+            m.hidden_dim,
+        ),
+        (m.num_queries > 0, "model.num_queries", "> 0", m.num_queries),
+        (m.num_classes > 0, "model.num_classes", "> 0", m.num_classes),
+        (m.dec_layers > 0, "model.dec_layers", "> 0", m.dec_layers),
+        (m.enc_layers >= 0, "model.enc_layers", ">= 0", m.enc_layers),
+        (m.num_memory_tokens >= 0, "model.num_memory_tokens", ">= 0", m.num_memory_tokens),
+        (m.memory_frames >= 1, "model.memory_frames", ">= 1", m.memory_frames),
+        (m.sinkhorn_tau > 0, "model.sinkhorn_tau", "> 0", m.sinkhorn_tau),
+        (m.gm_sigma > 0, "model.gm_sigma", "> 0", m.gm_sigma),
+        (0.0 <= m.dropout < 1.0, "model.dropout", "in [0, 1)", m.dropout),
+        (d.clip_len >= 1, "data.clip_len", ">= 1", d.clip_len),
+        (len(d.scales) > 0, "data.scales", "non-empty", d.scales),
+        (0.0 <= d.holdout_fraction < 1.0, "data.holdout_fraction", "in [0, 1)", d.holdout_fraction),
+        (t.batch_size >= 1, "train.batch_size", ">= 1", t.batch_size),
+    ]
+    for ok, name, expected, got in checks:
+        if not ok:
+            raise ValueError(f"config field {name!r}: expected {expected}, got {got!r}")
+    return cfg
+
+
+def get_config(preset: str = "tiny", overrides: list[str] | None = None) -> Config:
+    """Build preset ``tiny`` | ``r50`` | ``r101`` and apply command-line style overrides."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown config preset {preset!r} (one of {sorted(PRESETS)})")
+    cfg = Config()
+    for key, value in PRESETS[preset].items():
+        set_field(cfg, key, value)
+    apply_overrides(cfg, overrides)
+    return validate(cfg)
+
+
+def config_to_dict(cfg: Config) -> dict[str, dict[str, Any]]:
+    """Plain JSON-able nested dict (tuples become lists)."""
+    return json.loads(json.dumps(dataclasses.asdict(cfg)))
+
+
+def config_from_dict(data: dict[str, dict[str, Any]]) -> Config:
+    """Inverse of :func:`config_to_dict`; unknown keys raise, missing keys keep defaults."""
+    cfg = Config()
+    for section, values in data.items():
+        if section not in SECTIONS:
+            raise ValueError(f"config dict: unknown section {section!r}")
+        if not isinstance(values, dict):
+            raise ValueError(f"config dict: section {section!r} must be a dict")
+        for name, value in values.items():
+            set_field(cfg, f"{section}.{name}", value)
+    return validate(cfg)

@@ -1,0 +1,98 @@
+"""Config presets, typed overrides, round trip through dicts and clear errors."""
+
+import json
+
+import pytest
+
+from gmpvis.config import (
+    PRESETS,
+    Config,
+    config_from_dict,
+    config_to_dict,
+    get_config,
+)
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_presets_build_and_differ(preset):
+    cfg = get_config(preset)
+    assert isinstance(cfg, Config)
+    expected_backbone = {"tiny": "tiny_cnn", "r50": "resnet50", "r101": "resnet101"}[preset]
+    assert cfg.model.backbone == expected_backbone
+
+
+def test_tiny_preset_is_small():
+    m = get_config("tiny").model
+    assert m.hidden_dim <= 64 and 10 <= m.num_queries <= 16 and m.dec_layers <= 2
+    assert get_config("tiny").data.synthetic_size == (128, 128)
+
+
+def test_overrides_are_typed():
+    cfg = get_config(
+        "tiny",
+        [
+            "train.lr=3e-4",
+            "train.max_steps=1e3",
+            "train.compile=yes",
+            "train.lr_drop_steps=[10, 20]",
+            "data.scales=96,112",
+            "data.synthetic_size=72,88",
+            "model.backbone=resnet50",
+            "loss.match_weight=0.25",
+            "train.resume=",
+        ],
+    )
+    assert cfg.train.lr == pytest.approx(3e-4) and isinstance(cfg.train.lr, float)
+    assert cfg.train.max_steps == 1000 and isinstance(cfg.train.max_steps, int)
+    assert cfg.train.compile is True
+    assert cfg.train.lr_drop_steps == [10, 20]
+    assert cfg.data.scales == [96, 112]
+    assert cfg.data.synthetic_size == (72, 88)
+    assert cfg.model.backbone == "resnet50"
+    assert cfg.loss.match_weight == 0.25
+    assert cfg.train.resume == ""
+
+
+def test_later_override_wins_and_presets_not_mutated():
+    cfg = get_config("tiny", ["train.batch_size=3", "train.batch_size=5"])
+    assert cfg.train.batch_size == 5
+    assert get_config("tiny").train.batch_size == PRESETS["tiny"]["train.batch_size"]
+
+
+def test_round_trip_through_json():
+    cfg = get_config("r101", ["data.scales=320,352", "train.amp=bf16"])
+    data = json.loads(json.dumps(config_to_dict(cfg)))
+    back = config_from_dict(data)
+    assert back == cfg
+    assert isinstance(back.data.synthetic_size, tuple)
+
+
+@pytest.mark.parametrize(
+    "override, needle",
+    [
+        ("train.nope=1", "nope"),
+        ("trainer.lr=1", "trainer"),
+        ("lr=1", "section.field"),
+        ("train.lr", "section.field=value"),
+        ("train.lr=fast", "train.lr"),
+        ("train.batch_size=2.5", "train.batch_size"),
+        ("train.compile=maybe", "train.compile"),
+        ("data.synthetic_size=1,2,3", "data.synthetic_size"),
+        ("model.backbone=vgg16", "model.backbone"),
+        ("train.amp=fp8", "train.amp"),
+        ("model.mask_stride=2", "model.mask_stride"),
+        ("model.hidden_dim=63", "model.hidden_dim"),
+    ],
+)
+def test_bad_overrides_raise_naming_the_field(override, needle):
+    with pytest.raises(ValueError, match=needle.replace(".", r"\.")):
+        get_config("tiny", [override])
+
+
+def test_unknown_preset_and_dict_keys():
+    with pytest.raises(ValueError, match="huge"):
+        get_config("huge")
+    with pytest.raises(ValueError, match="bogus"):
+        config_from_dict({"model": {"bogus": 1}})
+    with pytest.raises(ValueError, match="extra"):
+        config_from_dict({"extra": {}})
