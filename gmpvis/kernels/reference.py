@@ -286,3 +286,122 @@ def gm_affinity(
     out = torch.bmm(node1.to(dtype), node2.to(dtype).transpose(1, 2)) + quad
     out = out * (m1[:, :, None] & m2[:, None, :])
     return out.to(node1.dtype)
+
+
+# ----------------------------------------------------------------------------- gm_affinity (dense)
+# The quadratic affinity matrix M built densely, the way pygmtools / PCA-GM / GMTracker do:
+# incidence matrices of the fully connected graphs and a Kronecker product,
+#     M = kron(G1, G2) diag(vec(Ke)) kron(H1, H2)^T                      [n1*n2, n1*n2]
+# Row/column index (i, a) -> i * n2 + a (row-major vec; pygmtools writes the column-major
+# form kron(G2, G1) with vec(Ke) column-major, the same matrix up to that permutation).
+# kron(G1, G2) has n1*n2 * ne1*ne2 entries with ne = n * (n - 1): O(n^6) memory. Small
+# graphs only (n <= ~16 on a CPU, n <= 32 on an 80 GB GPU); it exists to check gm_affinity.
+
+
+def incidence_matrices(
+    n: int, mask: torch.Tensor | None, *, dtype: torch.dtype, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Node-edge incidence of the fully connected directed graph on ``n`` nodes (no loops).
+
+    Edges ``e = (p, q)``, ``p != q``, in row-major order of ``(p, q)``: ``ne = n * (n - 1)``.
+
+    Args:
+        mask: ``[n]`` bool or None; edges touching a masked node get all-zero columns.
+
+    Returns:
+        ``G [n, ne]`` (``G[p, e] = 1``: e leaves p), ``H [n, ne]`` (``H[q, e] = 1``: e
+        enters q) and ``ends [ne, 2]`` int64, the ``(p, q)`` of each edge.
+    """
+    off = ~torch.eye(n, dtype=torch.bool, device=device)
+    ends = off.nonzero()  # [ne, 2], row-major (p, q)
+    ne = ends.shape[0]
+    cols = torch.arange(ne, device=device)
+    G = torch.zeros(n, ne, dtype=dtype, device=device)
+    H = torch.zeros(n, ne, dtype=dtype, device=device)
+    G[ends[:, 0], cols] = 1.0
+    H[ends[:, 1], cols] = 1.0
+    if mask is not None:
+        live = (mask[ends[:, 0]] & mask[ends[:, 1]]).to(dtype)  # [ne]
+        G, H = G * live, H * live
+    return G, H, ends
+
+
+def gm_affinity_dense(
+    edge1: torch.Tensor,
+    edge2: torch.Tensor,
+    *,
+    sigma: float,
+    mask1: torch.Tensor | None = None,
+    mask2: torch.Tensor | None = None,
+    node_aff: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Dense quadratic affinity ``M = kron(G1, G2) diag(vec Ke) kron(H1, H2)^T`` per batch.
+
+    ``Ke[e, f] = exp(-||edge1[p, q] - edge2[r, s]||^2 / sigma^2)`` for edges ``e = (p, q)``
+    of graph 1 and ``f = (r, s)`` of graph 2, so ``M[(i,a), (j,k)] = Ke((i,j), (a,k))`` for
+    ``j != i, k != a`` and 0 otherwise (no self-loops: the diagonal blocks are 0).
+
+    ``diag(vec Ke)`` (``(ne1*ne2)^2`` entries) is never formed: multiplying by it scales the
+    columns of ``kron(G1, G2)``. The node term is not in ``M`` by default because
+    ``gm_affinity`` adds ``node1 @ node2^T`` unweighted; pass ``node_aff [B, n1, n2]`` to get
+    the pygmtools/PCA-GM form ``diag(vec node_aff) + M`` (whose product with ``vec(S)``
+    weights the node term by ``S``).
+
+    Args:
+        edge1: ``[B, n1, n1, c]``, edge2: ``[B, n2, n2, c]``.
+        mask1 / mask2: ``[B, n1]`` / ``[B, n2]`` bool, True for real nodes.
+
+    Returns:
+        ``M [B, n1*n2, n1*n2]`` in float32 (float64 for float64 inputs).
+    """
+    B, n1 = edge1.shape[:2]
+    n2 = edge2.shape[1]
+    dtype = _compute_dtype(edge1, edge2)
+    device = edge1.device
+    out = []
+    for b in range(B):
+        G1, H1, ends1 = incidence_matrices(
+            n1, None if mask1 is None else mask1[b], dtype=dtype, device=device
+        )
+        G2, H2, ends2 = incidence_matrices(
+            n2, None if mask2 is None else mask2[b], dtype=dtype, device=device
+        )
+        x1 = edge1[b].to(dtype)[ends1[:, 0], ends1[:, 1]]  # [ne1, c]
+        x2 = edge2[b].to(dtype)[ends2[:, 0], ends2[:, 1]]  # [ne2, c]
+        ke = torch.exp(-(x1[:, None, :] - x2[None, :, :]).pow(2).sum(-1) / (sigma * sigma))
+        # kron(G1, G2)[(i, a), (e, f)] = G1[i, e] G2[a, f] pairs with vec(Ke)[e * ne2 + f]
+        m = (torch.kron(G1, G2) * ke.reshape(1, -1)) @ torch.kron(H1, H2).T
+        if node_aff is not None:
+            m = m + torch.diag(node_aff[b].to(dtype).reshape(-1))
+        out.append(m)
+    return torch.stack(out)
+
+
+def gm_affinity_from_dense(
+    M: torch.Tensor,
+    node1: torch.Tensor,
+    node2: torch.Tensor,
+    assign: torch.Tensor,
+    *,
+    mask1: torch.Tensor | None = None,
+    mask2: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``node1 @ node2^T + unvec(M @ vec(assign))`` with masked rows/columns 0: ``[B, n1, n2]``.
+
+    With ``M = gm_affinity_dense(...)`` (no ``node_aff``) this equals ``gm_affinity``.
+    """
+    B, n1, _ = node1.shape
+    n2 = node2.shape[1]
+    dtype = M.dtype
+    s = assign.to(dtype)
+    if mask1 is not None:
+        s = s * mask1[:, :, None]
+    if mask2 is not None:
+        s = s * mask2[:, None, :]
+    quad = torch.bmm(M, s.reshape(B, n1 * n2, 1)).reshape(B, n1, n2)
+    out = torch.bmm(node1.to(dtype), node2.to(dtype).transpose(1, 2)) + quad
+    if mask1 is not None:
+        out = out * mask1[:, :, None]
+    if mask2 is not None:
+        out = out * mask2[:, None, :]
+    return out.to(node1.dtype)
