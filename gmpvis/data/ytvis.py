@@ -1,0 +1,315 @@
+"""YouTube-VIS (2019 / 2021) and OVIS annotations: parsed once into a compact index.
+
+The JSON is read and validated once (:mod:`gmpvis.data._parse`); the index keeps only flat
+numpy arrays (per video, per annotation, per (annotation, frame) segment) plus one string of
+frame names per video, so it pickles quickly to DataLoader workers and costs a few bytes per
+RLE count instead of a Python int each. Masks are decoded on demand with pycocotools.
+
+Category ids are mapped to contiguous labels ``0..C-1`` in sorted-id order;
+``category_ids[label]`` gives the id back for writing results.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import pycocotools.mask as mask_utils
+
+from gmpvis.data._parse import (
+    SEG_NULL,
+    SEG_POLY,
+    SEG_RLE,
+    SEG_URLE,
+    AnnotationError,
+    parse_annotation_dict,
+)
+from gmpvis.data.rle import decode_rles, polygon_to_rle, uncompressed_to_rle
+
+__all__ = ["AnnotationError", "VideoInfo", "YTVISAnnotations"]
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """One video of the index."""
+
+    index: int  # position in the index
+    id: int  # video id in the JSON
+    name: str  # frame directory (the part of file_names[0] before the file name)
+    height: int
+    width: int
+    length: int
+    file_names: list[str]  # relative to the frames root
+
+
+def read_json(path: str | os.PathLike):
+    """Parse a JSON file; a missing, truncated or non-JSON file raises naming the file."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"annotation file {path} does not exist")
+    with open(path, "rb") as f:
+        raw = f.read()
+    try:
+        return json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        kind = "is empty" if not raw.strip() else "is not valid JSON (truncated?)"
+        raise AnnotationError(f"annotation file {path} {kind}: {e}") from None
+
+
+def _id_or_minus1(x) -> int:
+    return -1 if x is None else int(x)
+
+
+class YTVISAnnotations:
+    """Validated, compact index of a YouTube-VIS style annotation file.
+
+    Build it with :meth:`load` (a path) or :meth:`from_dict`. ``len(index)`` is the number of
+    videos; videos keep file order, annotations of a video are sorted by id.
+    """
+
+    def __init__(self, parsed, *, source: str, keep: np.ndarray, skipped: list[tuple[int, str]]):
+        self.source = source
+        cats = sorted(parsed.categories)
+        self.category_ids: list[int] = [c for c, _ in cats]
+        self.category_names: list[str] = [n for _, n in cats]
+        label_of = {c: i for i, c in enumerate(self.category_ids)}
+        vids = [parsed.videos[i] for i in keep]
+        self.video_ids = np.asarray([v["id"] for v in vids], np.int64)
+        self.heights = np.asarray([v["height"] for v in vids], np.int32)
+        self.widths = np.asarray([v["width"] for v in vids], np.int32)
+        self.lengths = np.asarray([len(v["file_names"]) for v in vids], np.int32)
+        self._names = ["\n".join(v["file_names"]) for v in vids]  # one str per video
+        self.skipped = skipped  # [(video id or -1, reason)] when skip_bad_videos=True
+
+        new_index = np.full(len(parsed.videos), -1, np.int64)
+        new_index[keep] = np.arange(len(keep))
+        anns = [a for a in parsed.anns if new_index[a[1]] >= 0]
+        anns.sort(key=lambda a: (new_index[a[1]], a[0]))
+        self.ann_ids = np.asarray([a[0] for a in anns], np.int64)
+        self.ann_video = np.asarray([new_index[a[1]] for a in anns], np.int64)
+        self.ann_labels = np.asarray([label_of[a[2]] for a in anns], np.int64)
+        self.ann_iscrowd = np.asarray([a[3] for a in anns], np.uint8)
+        self.ann_seg0 = np.asarray([a[4] for a in anns], np.int64)  # first segment
+        # CSR: annotations of video i are ann_ptr[i]:ann_ptr[i+1]
+        self.ann_ptr = np.zeros(len(vids) + 1, np.int64)
+        np.cumsum(np.bincount(self.ann_video, minlength=len(vids)), out=self.ann_ptr[1:])
+        for key in ("seg_kind", "seg_lo", "seg_hi", "rle_bytes", "counts", "ring_ptr", "coords"):
+            setattr(self, "_" + key, getattr(parsed, key))
+        self._index_of = {int(v): i for i, v in enumerate(self.video_ids)}
+
+    # ---- construction -------------------------------------------------------------------
+    @classmethod
+    def load(
+        cls,
+        ann_file: str | os.PathLike,
+        *,
+        frames_root: str | os.PathLike | None = None,
+        require_annotations: bool = True,
+        skip_bad_videos: bool = False,
+    ) -> YTVISAnnotations:
+        """Read and validate ``ann_file``; with ``frames_root`` also check every frame exists.
+
+        A malformed file raises :class:`AnnotationError` (a ValueError) naming the video,
+        annotation and field, and nothing is loaded; with ``skip_bad_videos=True`` the
+        videos at fault are dropped instead, with one warning giving their count.
+        """
+        data = read_json(ann_file)
+        return cls.from_dict(
+            data,
+            source=os.fspath(ann_file),
+            frames_root=frames_root,
+            require_annotations=require_annotations,
+            skip_bad_videos=skip_bad_videos,
+        )
+
+    @classmethod
+    def from_dict(
+        cls,
+        data: dict,
+        *,
+        source: str = "<dict>",
+        frames_root: str | os.PathLike | None = None,
+        require_annotations: bool = True,
+        skip_bad_videos: bool = False,
+    ) -> YTVISAnnotations:
+        root = None if frames_root is None else os.fspath(frames_root)
+        parsed = parse_annotation_dict(
+            data, source, require_annotations=require_annotations, frames_root=root
+        )
+        bad = sorted(parsed.problems)
+        messages = [m for i in bad for m in parsed.problems[i]] + parsed.orphan_problems
+        if messages and not skip_bad_videos:
+            more = f" (and {len(messages) - 5} more problems)" if len(messages) > 5 else ""
+            raise AnnotationError(
+                f"{source}: {len(messages)} problem(s) in {len(bad)} video(s); first: "
+                + "; ".join(messages[:5])
+                + more
+                + ". Fix the file or pass skip_bad_videos=True to drop those videos."
+            )
+        skipped = [(_id_or_minus1(parsed.videos[i]["id"]), parsed.problems[i][0]) for i in bad]
+        skipped += [(-1, m) for m in parsed.orphan_problems]
+        if skipped:
+            warnings.warn(
+                f"{source}: skipped {len(bad)} bad video(s) and "
+                f"{len(parsed.orphan_problems)} annotation(s) of unknown videos; first: "
+                f"{skipped[0][1]}",
+                stacklevel=2,
+            )
+        keep = np.asarray([i for i in range(len(parsed.videos)) if i not in parsed.problems])
+        return cls(parsed, source=source, keep=keep.astype(np.int64), skipped=skipped)
+
+    # ---- queries --------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.video_ids)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.category_ids)
+
+    def index_of(self, video_id: int) -> int:
+        """Position of ``video_id`` in the index (KeyError naming it if absent)."""
+        try:
+            return self._index_of[int(video_id)]
+        except KeyError:
+            raise KeyError(f"video id {video_id} is not in {self.source}") from None
+
+    def file_names(self, i: int) -> list[str]:
+        return self._names[i].split("\n")
+
+    def video(self, i: int) -> VideoInfo:
+        names = self.file_names(i)
+        return VideoInfo(
+            index=i,
+            id=int(self.video_ids[i]),
+            name=os.path.dirname(names[0]) or str(int(self.video_ids[i])),
+            height=int(self.heights[i]),
+            width=int(self.widths[i]),
+            length=int(self.lengths[i]),
+            file_names=names,
+        )
+
+    def annotations_of(self, i: int) -> np.ndarray:
+        """Annotation positions (into ``ann_*`` arrays) of video ``i``: int64 ``[n]``."""
+        return np.arange(self.ann_ptr[i], self.ann_ptr[i + 1])
+
+    def present(self, ann: np.ndarray, frames: np.ndarray) -> np.ndarray:
+        """bool ``[len(ann), len(frames)]``: the segmentation there is not null."""
+        seg = self.ann_seg0[ann][:, None] + np.asarray(frames)[None, :]
+        return self._seg_kind[seg] != SEG_NULL
+
+    def rle(self, ann: int, frame: int) -> dict | None:
+        """Compressed RLE (pycocotools dict, bytes counts) of one segmentation, or None."""
+        v = self.ann_video[ann]
+        h, w = int(self.heights[v]), int(self.widths[v])
+        s = self.ann_seg0[ann] + frame
+        kind, lo, hi = self._seg_kind[s], self._seg_lo[s], self._seg_hi[s]
+        if kind == SEG_NULL:
+            return None
+        if kind == SEG_RLE:
+            return {"size": [h, w], "counts": self._rle_bytes[lo:hi].tobytes()}
+        if kind == SEG_URLE:
+            return uncompressed_to_rle(self._counts[lo:hi], h, w)
+        assert kind == SEG_POLY
+        p = self._ring_ptr
+        return polygon_to_rle([self._coords[p[r] : p[r + 1]] for r in range(lo, hi)], h, w)
+
+    def decode_masks(self, ann: np.ndarray, frames: np.ndarray) -> np.ndarray:
+        """Masks of annotations ``ann`` (one video) at ``frames``: bool ``[N, T, H, W]``.
+
+        Null segmentations give empty masks.
+        """
+        ann, frames = np.asarray(ann, np.int64), np.asarray(frames, np.int64)
+        if len(ann) and np.unique(self.ann_video[ann]).size != 1:
+            raise ValueError("decode_masks: annotations must belong to one video")
+        v = int(self.ann_video[ann[0]]) if len(ann) else 0
+        h, w = int(self.heights[v]), int(self.widths[v])
+        out = np.zeros((len(ann), len(frames), h, w), dtype=bool)
+        where, rles = [], []
+        for n, a in enumerate(ann):
+            for t, f in enumerate(frames):
+                r = self.rle(int(a), int(f))
+                if r is not None:
+                    where.append((n, t))
+                    rles.append(r)
+        if rles:
+            masks = decode_rles(rles, h, w)
+            for (n, t), m in zip(where, masks, strict=True):
+                out[n, t] = m
+        return out
+
+    # ---- subsets and export -----------------------------------------------------------
+    def subset(self, video_ids) -> YTVISAnnotations:
+        """A view of some videos (shares the segment buffers; no copy of the RLE data)."""
+        keep = np.asarray(sorted(self.index_of(v) for v in video_ids), np.int64)
+        new = object.__new__(YTVISAnnotations)
+        new.__dict__.update(self.__dict__)
+        for key in ("video_ids", "heights", "widths", "lengths"):
+            setattr(new, key, getattr(self, key)[keep])
+        new._names = [self._names[i] for i in keep]
+        new_index = np.full(len(self), -1, np.int64)
+        new_index[keep] = np.arange(len(keep))
+        sel = np.concatenate([self.annotations_of(i) for i in keep]) if len(keep) else []
+        sel = np.asarray(sel, np.int64)
+        for key in ("ann_ids", "ann_labels", "ann_iscrowd", "ann_seg0"):
+            setattr(new, key, getattr(self, key)[sel])
+        new.ann_video = new_index[self.ann_video[sel]]
+        new.ann_ptr = np.zeros(len(keep) + 1, np.int64)
+        np.cumsum(np.bincount(new.ann_video, minlength=len(keep)), out=new.ann_ptr[1:])
+        new._index_of = {int(v): i for i, v in enumerate(new.video_ids)}
+        new.skipped = []
+        return new
+
+    def to_dict(self) -> dict:
+        """YouTube-VIS ground-truth dict (compressed RLE strings, areas, bboxes) of the index.
+
+        This is what a video-AP evaluator needs for a local holdout split.
+        """
+        videos, anns = [], []
+        for i in range(len(self)):
+            info = self.video(i)
+            videos.append(
+                {
+                    "id": info.id,
+                    "width": info.width,
+                    "height": info.height,
+                    "length": info.length,
+                    "file_names": info.file_names,
+                }
+            )
+            for a in self.annotations_of(i):
+                segs, areas, boxes = [], [], []
+                for t in range(info.length):
+                    r = self.rle(int(a), t)
+                    if r is None:
+                        segs.append(None)
+                        areas.append(None)
+                        boxes.append(None)
+                        continue
+                    segs.append({"size": r["size"], "counts": r["counts"].decode("ascii")})
+                    areas.append(int(mask_utils.area(r)))
+                    boxes.append([float(x) for x in mask_utils.toBbox(r)])
+                anns.append(
+                    {
+                        "id": int(self.ann_ids[a]),
+                        "video_id": info.id,
+                        "category_id": self.category_ids[int(self.ann_labels[a])],
+                        "iscrowd": int(self.ann_iscrowd[a]),
+                        "segmentations": segs,
+                        "areas": areas,
+                        "bboxes": boxes,
+                    }
+                )
+        cats = [
+            {"id": c, "name": n}
+            for c, n in zip(self.category_ids, self.category_names, strict=True)
+        ]
+        return {"videos": videos, "annotations": anns, "categories": cats}
+
+    def __repr__(self) -> str:
+        return (
+            f"YTVISAnnotations({self.source!r}, videos={len(self)}, "
+            f"annotations={len(self.ann_ids)}, categories={self.num_classes})"
+        )
