@@ -1,3 +1,780 @@
-"""PLACEHOLDER: forwards to the reference until the Triton kernel lands (issue 2)."""
+"""Modulated deformable convolution (DCNv2) as a Triton implicit GEMM.
 
-from gmpvis.kernels.reference import deform_conv2d  # noqa: F401
+``out[n, co, p] = bias[co] + sum_{c, k} W[co, c, k] * m[n, g_off(c), k, p]
+* bilinear(input[n, c], y[n, g_off(c), k, p], x[n, g_off(c), k, p])`` with
+``y = ho * sh - ph + i * dh + offset_y`` (tap ``k = i * kw + j``), the semantics of
+``torchvision.ops.deform_conv2d``. Corners outside the image contribute 0.
+
+No im2col buffer is built: each program bilinearly samples a ``[BLOCK_P, BLOCK_C]`` tile
+(pixels x input channels) of one tap and feeds it straight to ``tl.dot``. The input is
+read channels-last (``[N, H, W, C]``) so the four corner gathers of a tile are contiguous
+along channels. Channel chunks never straddle an offset group or a conv group (both are
+contiguous channel ranges), so one set of sampling coordinates serves a whole chunk.
+
+Backward: one kernel for the data gradients (``ds = grad_out @ W`` per tile, scattered to
+``grad_input`` through the bilinear weights with float32 atomics; ``grad_offset`` from the
+coordinate derivatives, ``grad_mask`` from the unmodulated sample) and one for the weight
+gradient (``sample^T @ grad_out`` reduced over pixels, split over programs + atomics).
+"""
+
+from typing import Optional
+
+import torch
+import triton
+import triton.language as tl
+
+from gmpvis.kernels import reference
+from gmpvis.kernels._backend import resolve
+from gmpvis.kernels._checks import check_tensor
+
+OP = "deform_conv2d"
+# float32 inputs: three TF32 passes give float32-level accuracy on tensor cores.
+_FP32_DOT = "tf32x3"
+
+
+@triton.jit
+def _tap_coords(
+    off_ptr,
+    mask_ptr,
+    n,
+    ho,
+    wo,
+    p_ok,
+    og,
+    k,
+    i,
+    j,
+    K,
+    G_OFF,
+    H_out,
+    W_out,
+    H,
+    W,
+    sh,
+    sw,
+    ph,
+    pw,
+    dh,
+    dw,
+    HAS_MASK: tl.constexpr,
+):
+    """Corner indices (into ``[N*H*W]``), validity, fractions and modulation of one tap."""
+    HWo = H_out * W_out
+    hw = ho * W_out + wo
+    ch = og * K + k
+    base = (n.to(tl.int64) * (2 * G_OFF * K) + 2 * ch) * HWo + hw
+    oy = tl.load(off_ptr + base, mask=p_ok, other=0.0).to(tl.float32)
+    ox = tl.load(off_ptr + base + HWo, mask=p_ok, other=0.0).to(tl.float32)
+    if HAS_MASK:
+        mbase = (n.to(tl.int64) * (G_OFF * K) + ch) * HWo + hw
+        m = tl.load(mask_ptr + mbase, mask=p_ok, other=0.0).to(tl.float32)
+    else:
+        m = tl.full(oy.shape, 1.0, tl.float32)
+    # Outside [-2, H + 1] every corner is invalid: clamping keeps the int cast finite.
+    y = tl.minimum(tl.maximum((ho * sh - ph + i * dh).to(tl.float32) + oy, -2.0), H + 1.0)
+    x = tl.minimum(tl.maximum((wo * sw - pw + j * dw).to(tl.float32) + ox, -2.0), W + 1.0)
+    y0f = tl.floor(y)
+    x0f = tl.floor(x)
+    ly = y - y0f
+    lx = x - x0f
+    y0 = y0f.to(tl.int32)
+    x0 = x0f.to(tl.int32)
+    oky0 = p_ok & (y0 >= 0) & (y0 < H)
+    oky1 = p_ok & (y0 + 1 >= 0) & (y0 + 1 < H)
+    okx0 = (x0 >= 0) & (x0 < W)
+    okx1 = (x0 + 1 >= 0) & (x0 + 1 < W)
+    ok00 = oky0 & okx0
+    ok01 = oky0 & okx1
+    ok10 = oky1 & okx0
+    ok11 = oky1 & okx1
+    row = n.to(tl.int64) * H + y0
+    i00 = tl.where(ok00, row * W + x0, 0)
+    i01 = tl.where(ok01, row * W + x0 + 1, 0)
+    i10 = tl.where(ok10, (row + 1) * W + x0, 0)
+    i11 = tl.where(ok11, (row + 1) * W + x0 + 1, 0)
+    return i00, i01, i10, i11, ok00, ok01, ok10, ok11, ly, lx, m
+
+
+@triton.jit
+def _corners(x_ptr, C, cols, c_ok, i00, i01, i10, i11, ok00, ok01, ok10, ok11):
+    """The four corner values ``[BLOCK_P, BLOCK_C]`` (float32, 0 outside) of channels-last x."""
+    c = cols[None, :]
+    cm = c_ok[None, :]
+    v00 = tl.load(x_ptr + i00[:, None] * C + c, mask=ok00[:, None] & cm, other=0.0)
+    v01 = tl.load(x_ptr + i01[:, None] * C + c, mask=ok01[:, None] & cm, other=0.0)
+    v10 = tl.load(x_ptr + i10[:, None] * C + c, mask=ok10[:, None] & cm, other=0.0)
+    v11 = tl.load(x_ptr + i11[:, None] * C + c, mask=ok11[:, None] & cm, other=0.0)
+    return v00.to(tl.float32), v01.to(tl.float32), v10.to(tl.float32), v11.to(tl.float32)
+
+
+@triton.jit
+def _pixels(pid, N, H_out, W_out, BLOCK_P: tl.constexpr):
+    p = pid * BLOCK_P + tl.arange(0, BLOCK_P)
+    HWo = H_out * W_out
+    n = p // HWo
+    hw = p % HWo
+    return p < N * HWo, n, hw, hw // W_out, hw % W_out
+
+
+@triton.jit
+def _fwd_kernel(
+    x_ptr,
+    off_ptr,
+    mask_ptr,
+    w_ptr,
+    b_ptr,
+    out_ptr,
+    N,
+    C,
+    H,
+    W,
+    H_out,
+    W_out,
+    C_OUT_G,
+    C_IN_G,
+    C_OG,
+    G_OFF,
+    KH,
+    KW,
+    sh,
+    sw,
+    ph,
+    pw,
+    dh,
+    dw,
+    HAS_MASK: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+    BLOCK_P: tl.constexpr,
+    BLOCK_C: tl.constexpr,
+    BLOCK_CO: tl.constexpr,
+):
+    """Program = [BLOCK_P pixels] x [BLOCK_CO output channels of conv group g]."""
+    pid_co = tl.program_id(1)
+    n_co = tl.cdiv(C_OUT_G, BLOCK_CO)
+    g = pid_co // n_co
+    co = (pid_co % n_co) * BLOCK_CO + tl.arange(0, BLOCK_CO)
+    co_ok = co < C_OUT_G
+    p_ok, n, hw, ho, wo = _pixels(tl.program_id(0), N, H_out, W_out, BLOCK_P)
+    K = KH * KW
+    c_lo = g * C_IN_G
+    c_hi = c_lo + C_IN_G
+    acc = tl.zeros((BLOCK_P, BLOCK_CO), dtype=tl.float32)
+    for k in range(K):
+        i = k // KW
+        j = k % KW
+        for og in range(c_lo // C_OG, (c_hi - 1) // C_OG + 1):
+            i00, i01, i10, i11, ok00, ok01, ok10, ok11, ly, lx, m = _tap_coords(
+                off_ptr,
+                mask_ptr,
+                n,
+                ho,
+                wo,
+                p_ok,
+                og,
+                k,
+                i,
+                j,
+                K,
+                G_OFF,
+                H_out,
+                W_out,
+                H,
+                W,
+                sh,
+                sw,
+                ph,
+                pw,
+                dh,
+                dw,
+                HAS_MASK,
+            )
+            w00 = ((1 - ly) * (1 - lx) * m)[:, None]
+            w01 = ((1 - ly) * lx * m)[:, None]
+            w10 = (ly * (1 - lx) * m)[:, None]
+            w11 = (ly * lx * m)[:, None]
+            c_end = tl.minimum(c_hi, (og + 1) * C_OG)
+            for c0 in range(tl.maximum(c_lo, og * C_OG), c_end, BLOCK_C):
+                cols = c0 + tl.arange(0, BLOCK_C)
+                c_ok = cols < c_end
+                v00, v01, v10, v11 = _corners(
+                    x_ptr, C, cols, c_ok, i00, i01, i10, i11, ok00, ok01, ok10, ok11
+                )
+                s = w00 * v00 + w01 * v01 + w10 * v10 + w11 * v11
+                # weight laid out [groups, K, C_in_g, C_out_g]
+                w_off = ((g * K + k) * C_IN_G + cols - c_lo)[:, None] * C_OUT_G + co[None, :]
+                wt = tl.load(w_ptr + w_off, mask=c_ok[:, None] & co_ok[None, :], other=0.0)
+                acc = tl.dot(s.to(wt.dtype), wt, acc, input_precision=DOT_PRECISION)
+    if HAS_BIAS:
+        acc += tl.load(b_ptr + g * C_OUT_G + co, mask=co_ok, other=0.0).to(tl.float32)[None, :]
+    C_OUT = C_OUT_G * (C // C_IN_G)
+    o_off = (n.to(tl.int64) * C_OUT + g * C_OUT_G)[:, None] * (H_out * W_out)
+    o_off += co[None, :] * (H_out * W_out) + hw[:, None]
+    tl.store(out_ptr + o_off, acc.to(out_ptr.dtype.element_ty), mask=p_ok[:, None] & co_ok[None, :])
+
+
+@triton.jit
+def _bwd_data_kernel(
+    x_ptr,
+    off_ptr,
+    mask_ptr,
+    w_ptr,
+    gout_ptr,
+    gx_ptr,
+    goff_ptr,
+    gmask_ptr,
+    N,
+    C,
+    H,
+    W,
+    H_out,
+    W_out,
+    C_OUT_G,
+    C_IN_G,
+    C_OG,
+    G_OFF,
+    KH,
+    KW,
+    sh,
+    sw,
+    ph,
+    pw,
+    dh,
+    dw,
+    HAS_MASK: tl.constexpr,
+    OG_IN_ONE_GROUP: tl.constexpr,
+    SINGLE_CO: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+    BLOCK_P: tl.constexpr,
+    BLOCK_C: tl.constexpr,
+    BLOCK_CO: tl.constexpr,
+):
+    """Program = BLOCK_P pixels, all channels: grads of input (atomics), offset and mask."""
+    p_ok, n, hw, ho, wo = _pixels(tl.program_id(0), N, H_out, W_out, BLOCK_P)
+    K = KH * KW
+    HWo = H_out * W_out
+    GROUPS = C // C_IN_G
+    C_OUT = C_OUT_G * GROUPS
+    n64 = n.to(tl.int64)
+    cor = tl.arange(0, BLOCK_CO)
+    for g in range(GROUPS):
+        c_lo = g * C_IN_G
+        c_hi = c_lo + C_IN_G
+        if SINGLE_CO:  # the whole grad_out tile of group g stays in registers
+            g_off = (n64 * C_OUT + g * C_OUT_G)[:, None] * HWo + cor[None, :] * HWo + hw[:, None]
+            gt = tl.load(gout_ptr + g_off, mask=p_ok[:, None] & (cor < C_OUT_G)[None, :], other=0.0)
+        for k in range(K):
+            i = k // KW
+            j = k % KW
+            for og in range(c_lo // C_OG, (c_hi - 1) // C_OG + 1):
+                i00, i01, i10, i11, ok00, ok01, ok10, ok11, ly, lx, m = _tap_coords(
+                    off_ptr,
+                    mask_ptr,
+                    n,
+                    ho,
+                    wo,
+                    p_ok,
+                    og,
+                    k,
+                    i,
+                    j,
+                    K,
+                    G_OFF,
+                    H_out,
+                    W_out,
+                    H,
+                    W,
+                    sh,
+                    sw,
+                    ph,
+                    pw,
+                    dh,
+                    dw,
+                    HAS_MASK,
+                )
+                acc_y = tl.zeros((BLOCK_P,), dtype=tl.float32)
+                acc_x = tl.zeros((BLOCK_P,), dtype=tl.float32)
+                acc_m = tl.zeros((BLOCK_P,), dtype=tl.float32)
+                c_end = tl.minimum(c_hi, (og + 1) * C_OG)
+                for c0 in range(tl.maximum(c_lo, og * C_OG), c_end, BLOCK_C):
+                    cols = c0 + tl.arange(0, BLOCK_C)
+                    c_ok = cols < c_end
+                    w_row = ((g * K + k) * C_IN_G + cols - c_lo)[None, :] * C_OUT_G
+                    # ds[p, c] = sum_co grad_out[p, co] * W[co, c, k]
+                    if SINGLE_CO:
+                        wt = tl.load(
+                            w_ptr + w_row + cor[:, None],
+                            mask=c_ok[None, :] & (cor < C_OUT_G)[:, None],
+                            other=0.0,
+                        )
+                        ds = tl.dot(gt, wt, input_precision=DOT_PRECISION)
+                    else:
+                        ds = tl.zeros((BLOCK_P, BLOCK_C), dtype=tl.float32)
+                        for co0 in range(0, C_OUT_G, BLOCK_CO):
+                            co = co0 + cor
+                            co_ok = co < C_OUT_G
+                            g_off = (n64 * C_OUT + g * C_OUT_G)[:, None] * HWo
+                            g_off += co[None, :] * HWo + hw[:, None]
+                            gc = tl.load(
+                                gout_ptr + g_off, mask=p_ok[:, None] & co_ok[None, :], other=0.0
+                            )
+                            wt = tl.load(
+                                w_ptr + w_row + co[:, None],
+                                mask=c_ok[None, :] & co_ok[:, None],
+                                other=0.0,
+                            )
+                            ds = tl.dot(gc, wt, ds, input_precision=DOT_PRECISION)
+                    v00, v01, v10, v11 = _corners(
+                        x_ptr, C, cols, c_ok, i00, i01, i10, i11, ok00, ok01, ok10, ok11
+                    )
+                    hy = 1 - ly[:, None]
+                    hx = 1 - lx[:, None]
+                    vy = ly[:, None]
+                    vx = lx[:, None]
+                    val = hy * hx * v00 + hy * vx * v01 + vy * hx * v10 + vy * vx * v11
+                    acc_m += tl.sum(ds * val, axis=1)
+                    dm = ds * m[:, None]
+                    # d(bilinear)/dy and /dx of the four-corner blend
+                    acc_y += tl.sum(dm * (hx * (v10 - v00) + vx * (v11 - v01)), axis=1)
+                    acc_x += tl.sum(dm * (hy * (v01 - v00) + vy * (v11 - v10)), axis=1)
+                    c2 = cols[None, :]
+                    cm = c_ok[None, :]
+                    tl.atomic_add(
+                        gx_ptr + i00[:, None] * C + c2,
+                        dm * hy * hx,
+                        mask=ok00[:, None] & cm,
+                        sem="relaxed",
+                    )
+                    tl.atomic_add(
+                        gx_ptr + i01[:, None] * C + c2,
+                        dm * hy * vx,
+                        mask=ok01[:, None] & cm,
+                        sem="relaxed",
+                    )
+                    tl.atomic_add(
+                        gx_ptr + i10[:, None] * C + c2,
+                        dm * vy * hx,
+                        mask=ok10[:, None] & cm,
+                        sem="relaxed",
+                    )
+                    tl.atomic_add(
+                        gx_ptr + i11[:, None] * C + c2,
+                        dm * vy * vx,
+                        mask=ok11[:, None] & cm,
+                        sem="relaxed",
+                    )
+                ch = og * K + k
+                o_off = (n64 * (2 * G_OFF * K) + 2 * ch) * HWo + hw
+                m_off = (n64 * (G_OFF * K) + ch) * HWo + hw
+                if OG_IN_ONE_GROUP:  # this program is the only writer of these entries
+                    tl.store(goff_ptr + o_off, acc_y, mask=p_ok)
+                    tl.store(goff_ptr + o_off + HWo, acc_x, mask=p_ok)
+                    if HAS_MASK:
+                        tl.store(gmask_ptr + m_off, acc_m, mask=p_ok)
+                else:  # offset group split across conv groups: sum over the g loop
+                    tl.atomic_add(goff_ptr + o_off, acc_y, mask=p_ok, sem="relaxed")
+                    tl.atomic_add(goff_ptr + o_off + HWo, acc_x, mask=p_ok, sem="relaxed")
+                    if HAS_MASK:
+                        tl.atomic_add(gmask_ptr + m_off, acc_m, mask=p_ok, sem="relaxed")
+
+
+@triton.jit
+def _bwd_weight_kernel(
+    x_ptr,
+    off_ptr,
+    mask_ptr,
+    gout_ptr,
+    gw_ptr,
+    N,
+    C,
+    H,
+    W,
+    H_out,
+    W_out,
+    C_OUT_G,
+    C_IN_G,
+    C_OG,
+    G_OFF,
+    KH,
+    KW,
+    sh,
+    sw,
+    ph,
+    pw,
+    dh,
+    dw,
+    P_PER_SPLIT,
+    HAS_MASK: tl.constexpr,
+    ATOMIC: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+    BLOCK_P: tl.constexpr,
+    BLOCK_C: tl.constexpr,
+    BLOCK_CO: tl.constexpr,
+):
+    """Program = (conv group, C_in tile, C_out tile) x tap k x pixel split: sample^T @ grad_out."""
+    pid_t = tl.program_id(0)
+    k = tl.program_id(1)
+    n_co = tl.cdiv(C_OUT_G, BLOCK_CO)
+    n_c = tl.cdiv(C_IN_G, BLOCK_C)
+    g = pid_t // (n_co * n_c)
+    ct = (pid_t // n_co) % n_c
+    co = (pid_t % n_co) * BLOCK_CO + tl.arange(0, BLOCK_CO)
+    co_ok = co < C_OUT_G
+    c_lo = g * C_IN_G + ct * BLOCK_C
+    c_hi = tl.minimum(c_lo + BLOCK_C, (g + 1) * C_IN_G)
+    cols = c_lo + tl.arange(0, BLOCK_C)
+    c_ok = cols < c_hi
+    i = k // KW
+    j = k % KW
+    K = KH * KW
+    HWo = H_out * W_out
+    C_OUT = C_OUT_G * (C // C_IN_G)
+    acc = tl.zeros((BLOCK_C, BLOCK_CO), dtype=tl.float32)
+    p_start = tl.program_id(2) * P_PER_SPLIT
+    p_end = tl.minimum(p_start + P_PER_SPLIT, N * HWo)
+    for p0 in range(p_start, p_end, BLOCK_P):
+        p = p0 + tl.arange(0, BLOCK_P)
+        p_ok = p < p_end
+        n = p // HWo
+        hw = p % HWo
+        ho = hw // W_out
+        wo = hw % W_out
+        g_off = (n.to(tl.int64) * C_OUT + g * C_OUT_G)[:, None] * HWo
+        g_off += co[None, :] * HWo + hw[:, None]
+        gt = tl.load(gout_ptr + g_off, mask=p_ok[:, None] & co_ok[None, :], other=0.0)
+        s = tl.zeros((BLOCK_P, BLOCK_C), dtype=tl.float32)
+        # a C_in tile may cover several offset groups: each column takes its own group's taps
+        for og in range(c_lo // C_OG, (c_hi - 1) // C_OG + 1):
+            i00, i01, i10, i11, ok00, ok01, ok10, ok11, ly, lx, m = _tap_coords(
+                off_ptr,
+                mask_ptr,
+                n,
+                ho,
+                wo,
+                p_ok,
+                og,
+                k,
+                i,
+                j,
+                K,
+                G_OFF,
+                H_out,
+                W_out,
+                H,
+                W,
+                sh,
+                sw,
+                ph,
+                pw,
+                dh,
+                dw,
+                HAS_MASK,
+            )
+            in_og = c_ok & (cols >= og * C_OG) & (cols < (og + 1) * C_OG)
+            v00, v01, v10, v11 = _corners(
+                x_ptr, C, cols, in_og, i00, i01, i10, i11, ok00, ok01, ok10, ok11
+            )
+            s += ((1 - ly) * (1 - lx) * m)[:, None] * v00 + ((1 - ly) * lx * m)[:, None] * v01
+            s += (ly * (1 - lx) * m)[:, None] * v10 + (ly * lx * m)[:, None] * v11
+        acc = tl.dot(tl.trans(s.to(gt.dtype)), gt, acc, input_precision=DOT_PRECISION)
+    # grad weight laid out [groups, K, C_in_g, C_out_g] (float32)
+    w_off = ((g * K + k) * C_IN_G + cols - g * C_IN_G)[:, None] * C_OUT_G + co[None, :]
+    w_mask = c_ok[:, None] & co_ok[None, :]
+    if ATOMIC:
+        tl.atomic_add(gw_ptr + w_off, acc, mask=w_mask, sem="relaxed")
+    else:
+        tl.store(gw_ptr + w_off, acc, mask=w_mask)
+
+
+# ----------------------------------------------------------------------------- launchers
+
+
+def _geometry(input, offset, weight, stride, padding, dilation):
+    N, C, H, W = input.shape
+    C_out, C_in_g, kh, kw = weight.shape
+    H_out, W_out = offset.shape[2], offset.shape[3]
+    g_off = offset.shape[1] // (2 * kh * kw)
+    return dict(
+        N=N, C=C, H=H, W=W, H_out=H_out, W_out=W_out, C_OUT_G=C_out // (C // C_in_g),
+        C_IN_G=C_in_g, C_OG=C // g_off, G_OFF=g_off, KH=kh, KW=kw,
+        sh=stride[0], sw=stride[1], ph=padding[0], pw=padding[1], dh=dilation[0], dw=dilation[1],
+    )  # fmt: skip
+
+
+def _pow2(x: int, lo: int, hi: int) -> int:
+    return max(lo, min(hi, triton.next_power_of_2(max(int(x), 1))))
+
+
+def _dot_precision(dtype: torch.dtype) -> str:
+    return _FP32_DOT if dtype == torch.float32 else "ieee"
+
+
+def _weight_tiles(weight: torch.Tensor, groups: int) -> torch.Tensor:
+    """``[C_out, C_in_g, kh, kw]`` -> ``[groups, K, C_in_g, C_out_g]`` (C_out contiguous)."""
+    C_out, C_in_g, kh, kw = weight.shape
+    w = weight.reshape(groups, C_out // groups, C_in_g, kh * kw)
+    return w.permute(0, 3, 2, 1).contiguous()
+
+
+def _forward_triton(input, offset, weight, bias, stride, padding, dilation, mask):
+    geo = _geometry(input, offset, weight, stride, padding, dilation)
+    groups = geo["C"] // geo["C_IN_G"]
+    out = input.new_empty(geo["N"], weight.shape[0], geo["H_out"], geo["W_out"])
+    P = geo["N"] * geo["H_out"] * geo["W_out"]
+    if out.numel() == 0:
+        return out.zero_()
+    x = input.permute(0, 2, 3, 1).contiguous()  # channels-last for contiguous corner gathers
+    w = _weight_tiles(weight.to(input.dtype), groups)
+    block_p = _pow2(P, 16, 64)
+    block_co = _pow2(geo["C_OUT_G"], 16, 128)
+    block_c = _pow2(min(geo["C_IN_G"], geo["C_OG"]), 16, 32)
+    grid = (triton.cdiv(P, block_p), groups * triton.cdiv(geo["C_OUT_G"], block_co))
+    _fwd_kernel[grid](
+        x, offset.contiguous(), x if mask is None else mask.contiguous(), w,
+        x if bias is None else bias.contiguous(), out, **geo,
+        HAS_MASK=mask is not None, HAS_BIAS=bias is not None,
+        DOT_PRECISION=_dot_precision(input.dtype),
+        BLOCK_P=block_p, BLOCK_C=block_c, BLOCK_CO=block_co, num_warps=4,
+    )  # fmt: skip
+    return out
+
+
+def _split_count(tiles: int, p_tiles: int, device: torch.device) -> int:
+    """Pixel splits of the weight-gradient reduction: about 4 programs per SM."""
+    if device.type == "cuda":
+        target = 4 * torch.cuda.get_device_properties(device).multi_processor_count
+    else:
+        target = 2 * tiles  # interpreter: exercise the atomic reduction on small inputs
+    return max(1, min(p_tiles, triton.cdiv(target, tiles)))
+
+
+def _backward_triton(grad_out, input, offset, weight, bias, stride, padding, dilation, mask):
+    geo = _geometry(input, offset, weight, stride, padding, dilation)
+    groups = geo["C"] // geo["C_IN_G"]
+    N, C, H, W = input.shape
+    K = geo["KH"] * geo["KW"]
+    P = N * geo["H_out"] * geo["W_out"]
+    dt = input.dtype
+    f32 = dict(dtype=torch.float32, device=input.device)
+    grad_x = torch.zeros(N, H, W, C, **f32)  # channels-last float32 atomic target
+    grad_off = torch.zeros(offset.shape, **f32)
+    grad_mask = torch.zeros(mask.shape if mask is not None else (0,), **f32)
+    grad_w = torch.zeros(groups, K, geo["C_IN_G"], geo["C_OUT_G"], **f32)
+    if P > 0 and input.numel() > 0:
+        x = input.permute(0, 2, 3, 1).contiguous()
+        w = _weight_tiles(weight.to(dt), groups)
+        go = grad_out.to(dt).contiguous()
+        off = offset.contiguous()
+        msk = x if mask is None else mask.contiguous()
+        block_p = _pow2(P, 16, 64)
+        block_c = _pow2(min(geo["C_IN_G"], geo["C_OG"]), 16, 32)
+        single_cap = 128 if dt == torch.float32 else 256  # register budget of the grad_out tile
+        block_co = _pow2(geo["C_OUT_G"], 16, single_cap)
+        _bwd_data_kernel[(triton.cdiv(P, block_p),)](
+            x, off, msk, w, go, grad_x, grad_off, grad_mask, **geo,
+            HAS_MASK=mask is not None, OG_IN_ONE_GROUP=geo["C_IN_G"] % geo["C_OG"] == 0,
+            SINGLE_CO=geo["C_OUT_G"] <= block_co, DOT_PRECISION=_dot_precision(dt),
+            BLOCK_P=block_p, BLOCK_C=block_c, BLOCK_CO=block_co, num_warps=8,
+        )  # fmt: skip
+        wb_c = _pow2(geo["C_IN_G"], 16, 64)
+        wb_co = _pow2(geo["C_OUT_G"], 16, 128)
+        wb_p = _pow2(P, 16, 64)
+        tiles = groups * triton.cdiv(geo["C_IN_G"], wb_c) * triton.cdiv(geo["C_OUT_G"], wb_co)
+        p_tiles = triton.cdiv(P, wb_p)
+        splits = _split_count(tiles * K, p_tiles, input.device)
+        per_split = triton.cdiv(p_tiles, splits) * wb_p
+        splits = triton.cdiv(P, per_split)
+        _bwd_weight_kernel[(tiles, K, splits)](
+            x, off, msk, go, grad_w, **geo, P_PER_SPLIT=per_split,
+            HAS_MASK=mask is not None, ATOMIC=splits > 1, DOT_PRECISION=_dot_precision(dt),
+            BLOCK_P=wb_p, BLOCK_C=wb_c, BLOCK_CO=wb_co, num_warps=4,
+        )  # fmt: skip
+    grad_input = grad_x.permute(0, 3, 1, 2).to(dt).contiguous()
+    grad_weight = grad_w.permute(0, 3, 2, 1).reshape(weight.shape).to(weight.dtype).contiguous()
+    if bias is not None:
+        grad_bias = grad_out.sum((0, 2, 3), dtype=torch.float32).to(bias.dtype)
+    else:
+        grad_bias = grad_out.new_empty(0)
+    return (
+        grad_input,
+        grad_off.to(offset.dtype),
+        grad_weight,
+        grad_bias,
+        grad_mask.to(mask.dtype if mask is not None else dt),
+    )
+
+
+# ----------------------------------------------------------------------------- registration
+
+
+def _use_triton(input: torch.Tensor) -> bool:
+    # resolve() first: an explicit but impossible "triton" request raises even for float64
+    return resolve(input.device, OP) == "triton" and input.dtype != torch.float64
+
+
+@torch.library.custom_op("gmpvis::deform_conv2d", mutates_args=())
+def _deform_conv2d_op(
+    input: torch.Tensor,
+    offset: torch.Tensor,
+    weight: torch.Tensor,
+    bias: Optional[torch.Tensor],  # noqa: UP045 (custom_op schema inference)
+    stride: list[int],
+    padding: list[int],
+    dilation: list[int],
+    mask: Optional[torch.Tensor],  # noqa: UP045
+) -> torch.Tensor:
+    if _use_triton(input):
+        return _forward_triton(input, offset, weight, bias, stride, padding, dilation, mask)
+    return reference.deform_conv2d(input, offset, weight, bias, stride, padding, dilation, mask)
+
+
+@_deform_conv2d_op.register_fake
+def _(input, offset, weight, bias, stride, padding, dilation, mask):
+    return input.new_empty(input.shape[0], weight.shape[0], offset.shape[2], offset.shape[3])
+
+
+@torch.library.custom_op("gmpvis::deform_conv2d_backward", mutates_args=())
+def _deform_conv2d_backward_op(
+    grad_out: torch.Tensor,
+    input: torch.Tensor,
+    offset: torch.Tensor,
+    weight: torch.Tensor,
+    bias: Optional[torch.Tensor],  # noqa: UP045
+    stride: list[int],
+    padding: list[int],
+    dilation: list[int],
+    mask: Optional[torch.Tensor],  # noqa: UP045
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Grads of input, offset, weight, bias and mask (``[0]``-sized when bias/mask is None)."""
+    args = (input, offset, weight, bias, stride, padding, dilation, mask)
+    if _use_triton(input):
+        return _backward_triton(grad_out, *args)
+    with torch.enable_grad():
+        leaves = [t.detach().requires_grad_() if t is not None else None for t in args[:4]]
+        m = mask.detach().requires_grad_() if mask is not None else None
+        out = reference.deform_conv2d(*leaves, stride, padding, dilation, m)
+        wrt = [t for t in (*leaves, m) if t is not None]
+        grads = list(torch.autograd.grad(out, wrt, grad_out))
+    g_in, g_off, g_w = grads[:3]
+    g_b = grads[3] if bias is not None else grad_out.new_empty(0)
+    g_m = grads[-1] if mask is not None else grad_out.new_empty(0)
+    return g_in, g_off, g_w, g_b, g_m
+
+
+@_deform_conv2d_backward_op.register_fake
+def _(grad_out, input, offset, weight, bias, stride, padding, dilation, mask):
+    return (
+        torch.empty_like(input),
+        torch.empty_like(offset),
+        torch.empty_like(weight),
+        torch.empty_like(bias) if bias is not None else grad_out.new_empty(0),
+        torch.empty_like(mask) if mask is not None else grad_out.new_empty(0),
+    )
+
+
+def _setup_context(ctx, inputs, output):
+    input, offset, weight, bias, stride, padding, dilation, mask = inputs
+    ctx.save_for_backward(input, offset, weight, bias, mask)
+    ctx.conv = (stride, padding, dilation)
+
+
+def _backward(ctx, grad_out):
+    input, offset, weight, bias, mask = ctx.saved_tensors
+    g_in, g_off, g_w, g_b, g_m = torch.ops.gmpvis.deform_conv2d_backward(
+        grad_out.contiguous(), input, offset, weight, bias, *ctx.conv, mask
+    )
+    return (
+        g_in,
+        g_off,
+        g_w,
+        g_b if bias is not None else None,
+        None,
+        None,
+        None,
+        g_m if mask is not None else None,
+    )
+
+
+_deform_conv2d_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+# ----------------------------------------------------------------------------- public function
+
+
+def _pair(name: str, value, minimum: int) -> list[int]:
+    if isinstance(value, int) and not isinstance(value, bool):
+        pair = [value, value]
+    elif (
+        isinstance(value, (tuple, list))
+        and len(value) == 2
+        and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+    ):
+        pair = [int(v) for v in value]
+    else:
+        raise ValueError(f"{OP}: {name} must be an int or a pair of ints, got {value!r}")
+    if min(pair) < minimum:
+        raise ValueError(f"{OP}: {name} must be >= {minimum}, got {value!r}")
+    return pair
+
+
+def deform_conv2d(
+    input: torch.Tensor,
+    offset: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    stride: int | tuple[int, int] = 1,
+    padding: int | tuple[int, int] = 0,
+    dilation: int | tuple[int, int] = 1,
+    mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Modulated deformable convolution v2, ``torchvision.ops.deform_conv2d`` semantics.
+
+    Args:
+        input: ``[N, C_in, H, W]``.
+        offset: ``[N, 2 * G_off * kh * kw, H_out, W_out]``; ``(dy, dx)`` of tap
+            ``k = i * kw + j`` in offset group ``g`` at channels ``2 * (g * kh * kw + k)``
+            and ``+1``. ``G_off`` (which must divide ``C_in``) is inferred from the shape.
+        weight: ``[C_out, C_in / groups, kh, kw]``; ``groups`` is inferred from the shape.
+        bias: ``[C_out]`` or None.
+        stride, padding, dilation: int or ``(h, w)``.
+        mask: ``[N, G_off * kh * kw, H_out, W_out]`` modulation, or None (all ones).
+
+    Returns:
+        ``[N, C_out, H_out, W_out]`` with ``H_out = (H + 2 ph - dh (kh - 1) - 1) // sh + 1``.
+    """
+    stride_ = _pair("stride", stride, 1)
+    padding_ = _pair("padding", padding, 0)
+    dilation_ = _pair("dilation", dilation, 1)
+    dims: dict[str, int] = {}
+    check_tensor(OP, "input", input, ("N", "C_in", "H", "W"), dims)
+    same = dict(dtypes=(input.dtype,), device=input.device)
+    check_tensor(OP, "weight", weight, ("C_out", "C_in/groups", "kh", "kw"), dims, **same)
+    N, C_in, H, W = input.shape
+    C_out, C_in_g, kh, kw = weight.shape
+    if C_in_g == 0 or C_in % C_in_g or C_out % (C_in // C_in_g) or kh == 0 or kw == 0:
+        raise ValueError(
+            f"{OP}: weight {list(weight.shape)} must be [C_out, C_in / groups, kh, kw] with "
+            f"groups dividing C_in={C_in} and C_out, and kh, kw > 0"
+        )
+    dims["H_out"] = (H + 2 * padding_[0] - dilation_[0] * (kh - 1) - 1) // stride_[0] + 1
+    dims["W_out"] = (W + 2 * padding_[1] - dilation_[1] * (kw - 1) - 1) // stride_[1] + 1
+    if dims["H_out"] <= 0 or dims["W_out"] <= 0:
+        raise ValueError(
+            f"{OP}: input {list(input.shape)} is too small for a {kh}x{kw} kernel with "
+            f"padding {padding_} and dilation {dilation_} (output {dims['H_out']}x{dims['W_out']})"
+        )
+    check_tensor(OP, "offset", offset, ("N", "2*G_off*kh*kw", "H_out", "W_out"), dims, **same)
+    g_off = offset.shape[1] // (2 * kh * kw)
+    if g_off == 0 or offset.shape[1] != 2 * g_off * kh * kw or C_in % g_off:
+        raise ValueError(
+            f"{OP}: offset must have shape [N, 2*G_off*kh*kw, H_out, W_out] with "
+            f"2*kh*kw={2 * kh * kw} and G_off dividing C_in={C_in}, got {list(offset.shape)}"
+        )
+    dims["G_off*kh*kw"] = g_off * kh * kw
+    if bias is not None:
+        check_tensor(OP, "bias", bias, ("C_out",), dims, **same)
+    if mask is not None:
+        check_tensor(OP, "mask", mask, ("N", "G_off*kh*kw", "H_out", "W_out"), dims, **same)
+    return torch.ops.gmpvis.deform_conv2d(
+        input, offset, weight, bias, stride_, padding_, dilation_, mask
+    )
