@@ -1,0 +1,257 @@
+"""The training loop: DDP, AMP, torch.compile, gradient clipping, checkpoints and resume.
+
+One ``Trainer`` per process. Steps, not epochs, drive the run: the resumable sampler makes
+batch ``s`` a pure function of (seed, s), and checkpoints hold model, optimizer,
+scheduler, grad scaler, RNG states, step and config, so a run killed at any time and
+resumed from its last checkpoint continues exactly as the uninterrupted run would.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+
+from gmpvis.config import Config, config_from_dict, config_to_dict
+from gmpvis.engine.checkpoint import (
+    LATEST,
+    capture_rng_state,
+    find_resume_path,
+    load_checkpoint,
+    restore_rng_state,
+    save_checkpoint,
+)
+from gmpvis.engine.distributed import DistInfo, all_reduce_mean, barrier
+from gmpvis.engine.logger import RunLogger
+from gmpvis.engine.optim import build_optimizer, build_scheduler
+from gmpvis.engine.sampler import ResumableBatchSampler, SeededDataset
+
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def to_device(obj, device: torch.device):
+    """Move tensors inside nested dicts / lists / tuples to ``device``."""
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device, non_blocking=True)
+    if isinstance(obj, dict):
+        return {k: to_device(v, device) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return type(obj)(to_device(v, device) for v in obj)
+    return obj
+
+
+def to_float32(obj):
+    """Half-precision tensors in nested outputs -> float32 (losses are computed in fp32)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.float() if obj.is_floating_point() else obj
+    if isinstance(obj, dict):
+        return {k: to_float32(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return type(obj)(to_float32(v) for v in obj)
+    return obj
+
+
+class Trainer:
+    """Builds model, criterion, optimizer and data from ``cfg`` and runs ``cfg.train``."""
+
+    def __init__(self, cfg: Config, dist_info: DistInfo, train_set, holdout=None) -> None:
+        from gmpvis.model import build_criterion, build_model
+
+        self.cfg = cfg
+        self.dist = dist_info
+        self.device = dist_info.device
+        self.train_set = train_set
+        self.holdout = holdout  # (annotation dict, video ids, frames root) for evaluation
+        torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
+        self.model: nn.Module = build_model(cfg).to(self.device)
+        self.criterion: nn.Module = build_criterion(cfg).to(self.device)
+        self.optimizer = build_optimizer(
+            self.model,
+            lr=cfg.train.lr,
+            lr_backbone=cfg.train.lr_backbone,
+            weight_decay=cfg.train.weight_decay,
+        )
+        self.scheduler = build_scheduler(
+            self.optimizer,
+            warmup_steps=cfg.train.warmup_steps,
+            lr_drop_steps=list(cfg.train.lr_drop_steps),
+        )
+        amp = cfg.train.amp
+        if amp == "fp16" and self.device.type != "cuda":
+            raise ValueError("train.amp=fp16 needs a CUDA device (use bf16 or off on CPU)")
+        self.amp_dtype = AMP_DTYPES.get(amp)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=amp == "fp16")
+        self.step = 0
+        self.output_dir = Path(cfg.train.output_dir)
+        self._resume()
+        forward_model = self.model
+        if dist_info.distributed:
+            forward_model = DistributedDataParallel(
+                self.model,
+                device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=True,  # aux heads / GM head may skip a step's graph
+            )
+        if cfg.train.compile:
+            forward_model = torch.compile(forward_model)
+        self.forward_model = forward_model
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng": capture_rng_state(),
+            "step": self.step,
+            "config": config_to_dict(self.cfg),
+            "category_ids": list(getattr(self.train_set, "category_ids", [])),
+        }
+
+    def save(self) -> Path | None:
+        """Rank 0 writes ``<output_dir>/checkpoint_latest.pth`` atomically."""
+        if not self.dist.is_main:
+            return None
+        state = self.state_dict()
+        path = save_checkpoint(self.output_dir / LATEST, state)
+        return path
+
+    def _resume(self) -> None:
+        path = find_resume_path(self.cfg.train.resume, self.output_dir)
+        if path is None:
+            return
+        state = load_checkpoint(path, map_location=self.device)
+        saved = config_from_dict(state["config"])
+        if saved.model != self.cfg.model:
+            raise ValueError(
+                f"checkpoint {path} was trained with a different model config; "
+                "resume with the same preset and model overrides"
+            )
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        restore_rng_state(state["rng"])
+        self.step = int(state["step"])
+        if self.dist.is_main:
+            print(f"resumed from {path} at step {self.step}")
+
+    # ------------------------------------------------------------------ loop
+    def _loader(self) -> DataLoader:
+        from gmpvis.data import collate_clips
+
+        t = self.cfg.train
+        sampler = ResumableBatchSampler(
+            len(self.train_set),
+            t.batch_size,
+            t.max_steps,
+            seed=t.seed,
+            rank=self.dist.rank,
+            world_size=self.dist.world_size,
+            start_step=self.step,
+        )
+        workers = self.cfg.data.num_workers
+        return DataLoader(
+            SeededDataset(self.train_set),
+            batch_sampler=sampler,
+            collate_fn=collate_clips,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+            pin_memory=self.device.type == "cuda",
+        )
+
+    def _autocast(self):
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def train_step(self, batch: dict) -> dict[str, float]:
+        """One optimisation step; returns the (local) loss terms as floats."""
+        self.model.train()
+        batch = to_device(batch, self.device)
+        with self._autocast():
+            outputs = self.forward_model(batch["frames"], batch["pad_mask"])
+        losses = self.criterion(to_float32(outputs), batch["targets"])
+        loss = losses["loss"]
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"step {self.step}: non-finite loss {loss.item()} "
+                f"({ {k: float(v) for k, v in losses.items()} })"
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.optimizer)
+        grad_norm = torch.nn.utils.clip_grad_norm_(
+            self.model.parameters(),
+            self.cfg.train.clip_max_norm if self.cfg.train.clip_max_norm > 0 else math.inf,
+        )
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        self.step += 1
+        logs = {k: float(v.detach()) for k, v in losses.items()}
+        logs["grad_norm"] = float(grad_norm)
+        logs["lr"] = self.optimizer.param_groups[0]["lr"]
+        return logs
+
+    def train(self) -> dict[str, float]:
+        t = self.cfg.train
+        logger = RunLogger(
+            self.output_dir,
+            enabled=self.dist.is_main,
+            tensorboard=t.tensorboard,
+            total_steps=t.max_steps,
+            initial_step=self.step,
+        )
+        last: dict[str, float] = {}
+        window_start, window_samples = time.perf_counter(), 0
+        try:
+            for batch in self._loader():
+                logs = self.train_step(batch)
+                window_samples += batch["frames"].shape[0] * self.dist.world_size
+                if self.step % t.log_every == 0 or self.step == t.max_steps:
+                    logs = all_reduce_mean(logs, self.device)
+                    elapsed = time.perf_counter() - window_start
+                    logs["clips_per_s"] = window_samples / max(elapsed, 1e-9)
+                    window_start, window_samples = time.perf_counter(), 0
+                    logger.log(self.step, "train", logs)
+                    last = logs
+                logger.progress(self.step, {"loss": logs["loss"]})
+                if self.step % t.ckpt_every == 0 or self.step == t.max_steps:
+                    self.save()
+                    barrier()
+                if self.holdout is not None and (
+                    self.step % t.eval_every == 0 or self.step == t.max_steps
+                ):
+                    metrics = self.evaluate()
+                    if metrics is not None:
+                        logger.log(self.step, "eval", metrics)
+                        logger.write(f"step {self.step}: holdout AP {metrics['AP']:.3f}")
+                    barrier()
+        finally:
+            logger.close()
+        return last
+
+    def evaluate(self) -> dict[str, float] | None:
+        """Video AP on the holdout split (rank 0; the others wait at a barrier)."""
+        if not self.dist.is_main or self.holdout is None:
+            return None
+        from gmpvis.engine.evaluate import evaluate_videos
+
+        gt, video_ids, frames_root = self.holdout
+        metrics = evaluate_videos(self.model, self.cfg, gt, video_ids, frames_root)
+        return {k: v for k, v in metrics.items() if isinstance(v, int | float)}
+
+
+def default_num_threads() -> None:
+    """Leave one thread per process when several share a CPU (torchrun on CPU)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not torch.cuda.is_available():
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
