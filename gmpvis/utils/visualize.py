@@ -144,6 +144,7 @@ def render_video(
     alpha: float = 0.5,
     contour: bool = True,
     draw_boxes: bool = True,
+    draw_labels: bool = True,
 ) -> list[np.ndarray]:
     """Overlay tracks on every frame of a video.
 
@@ -155,6 +156,7 @@ def render_video(
             ``score`` (float, optional, appended to the label);
             ``boxes`` (optional ``[T, 4]`` xyxy, NaN rows where absent; default: mask extent).
         draw_boxes: draw a rectangle per visible instance (from ``boxes`` or the mask).
+        draw_labels: write "label #track_id" at each visible instance.
 
     Returns:
         T uint8 ``[H, W, 3]`` frames.
@@ -198,7 +200,7 @@ def render_video(
                 frame,
                 np.stack(masks),
                 np.asarray(boxes, dtype=np.float64) if draw_boxes else None,
-                labels,
+                labels if draw_labels else None,
                 ids,
                 alpha=alpha,
                 contour=contour,

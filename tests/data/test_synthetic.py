@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -13,7 +14,6 @@ from scipy.ndimage import binary_dilation
 from gmpvis.data.synthetic import (
     CATEGORIES,
     DIFFICULTIES,
-    Difficulty,
     generate_dataset,
     generate_video,
 )
@@ -177,7 +177,7 @@ def test_bad_arguments():
 
 
 def test_custom_difficulty_object_count():
-    custom = Difficulty(**{**DIFFICULTIES["easy"].__dict__, "objects": (4, 4), "size": (0.08, 0.1)})
+    custom = dataclasses.replace(DIFFICULTIES["easy"], objects=(4, 4), size=(0.08, 0.1))
     counts = {generate_video(s, difficulty=custom, num_frames=4).masks.shape[1] for s in range(3)}
     assert max(counts) == 4  # an object fully hidden in every frame may be dropped
 
