@@ -12,6 +12,8 @@ single mask is decoded.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pycocotools.mask as mask_utils
 
@@ -91,7 +93,9 @@ def decode_rles(rles: list[dict], height: int, width: int) -> np.ndarray:
     """pycocotools decode of compressed RLE dicts -> bool ``[n, H, W]``."""
     if not rles:
         return np.zeros((0, height, width), dtype=bool)
-    m = mask_utils.decode(rles)  # [H, W, n] uint8, Fortran order
+    with warnings.catch_warnings():  # pycocotools' __array__ predates numpy 2's copy keyword
+        warnings.simplefilter("ignore", DeprecationWarning)
+        m = mask_utils.decode(rles)  # [H, W, n] uint8, Fortran order
     return np.ascontiguousarray(np.moveaxis(m, -1, 0)).astype(bool)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -90,7 +91,9 @@ def write_dataset(
                     y0, y1 = max(y - ry, 0), min(y + ry, h - 1)
                     seg = [[x0, y0, x1, y0, x1, y1, x0, y1], [0.5, 0.5, 3.5, 0.5, 2.0, 4.0]]
                     rle = mask_utils.merge(mask_utils.frPyObjects(seg, h, w))
-                    m = mask_utils.decode(rle).astype(bool)
+                    with warnings.catch_warnings():  # pycocotools vs numpy 2 copy keyword
+                        warnings.simplefilter("ignore", DeprecationWarning)
+                        m = mask_utils.decode(rle).astype(bool)
                 else:
                     m = _ellipse(h, w, y, x, ry, rx)
                     if fmt == "urle":

@@ -1,0 +1,150 @@
+"""YouTube-VIS annotation index: decoding of every segmentation format, mapping, subsets."""
+
+from __future__ import annotations
+
+import json
+import pickle
+
+import numpy as np
+import pycocotools.mask as mask_utils
+import pytest
+
+from gmpvis.data import YTVISAnnotations
+from gmpvis.data.rle import rle_strings_to_counts, segment_sums
+
+
+def _runs(mask: np.ndarray) -> list[int]:
+    flat = mask.flatten(order="F").astype(np.int8)
+    bounds = np.concatenate(([0], np.flatnonzero(np.diff(flat)) + 1, [flat.size]))
+    runs = np.diff(bounds).tolist()
+    return ([0] + runs) if flat[0] == 1 else runs
+
+
+def _check_all_masks(index: YTVISAnnotations, truth: dict) -> int:
+    checked = 0
+    for i in range(len(index)):
+        info = index.video(i)
+        anns = index.annotations_of(i)
+        masks = index.decode_masks(anns, np.arange(info.length))
+        assert masks.shape == (len(anns), info.length, info.height, info.width)
+        for n, a in enumerate(anns):
+            for t in range(info.length):
+                exp = truth.get((int(index.ann_ids[a]), t))
+                if exp is None:
+                    assert not masks[n, t].any()
+                else:
+                    np.testing.assert_array_equal(masks[n, t], exp)
+                    checked += 1
+    return checked
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_decode_every_format_matches_truth(make_dataset, seed):
+    ds = make_dataset(seed=seed, n_videos=4, sizes=((37, 53), (48, 41), (29, 30)))
+    index = YTVISAnnotations.load(ds.ann_file, frames_root=ds.frames_root)
+    kinds = {
+        type(s.get("counts", None)) if isinstance(s, dict) else type(s)
+        for a in ds.data["annotations"]
+        for s in a["segmentations"]
+    }
+    assert {str, list, type(None)} <= kinds  # compressed, uncompressed/polygon, null frames
+    assert _check_all_masks(index, ds.truth) == len(ds.truth) > 10
+    assert len(index) == 4 and len(index.ann_ids) == len(ds.data["annotations"])
+
+
+def test_video_info_and_category_mapping(tiny_dataset):
+    ds = tiny_dataset
+    index = YTVISAnnotations.load(ds.ann_file)
+    cat_ids = sorted(c["id"] for c in ds.data["categories"])
+    assert index.category_ids == cat_ids  # sorted although the file lists them reversed
+    assert index.category_names == [f"cat{c}" for c in cat_ids]
+    by_id = {a["id"]: a for a in ds.data["annotations"]}
+    for i, v in enumerate(ds.data["videos"]):
+        info = index.video(i)
+        assert (info.id, info.height, info.width, info.length) == (
+            v["id"],
+            v["height"],
+            v["width"],
+            v["length"],
+        )
+        assert info.file_names == v["file_names"] and info.name == f"vid{i:04d}"
+        assert index.index_of(v["id"]) == i
+        anns = index.annotations_of(i)
+        ids = index.ann_ids[anns].tolist()
+        assert ids == sorted(a["id"] for a in by_id.values() if a["video_id"] == v["id"])
+        for a in anns:
+            src = by_id[int(index.ann_ids[a])]
+            assert index.category_ids[index.ann_labels[a]] == src["category_id"]
+            present = index.present(np.array([a]), np.arange(info.length))[0]
+            assert present.tolist() == [s is not None for s in src["segmentations"]]
+    with pytest.raises(KeyError, match="video id 12345"):
+        index.index_of(12345)
+
+
+def test_pickle_roundtrip_and_compact(make_dataset):
+    ds = make_dataset(n_videos=3, sizes=((61, 67),), formats=("urle",), lengths=(9, 9))
+    index = YTVISAnnotations.load(ds.ann_file)
+    blob = pickle.dumps(index)
+    again = pickle.loads(blob)
+    assert _check_all_masks(again, ds.truth) == len(ds.truth)
+    # uncompressed counts kept as uint32 arrays, not Python objects: smaller than the JSON
+    with open(ds.ann_file, "rb") as f:
+        assert len(blob) < len(f.read())
+
+
+def test_subset_and_to_dict_roundtrip(make_dataset):
+    ds = make_dataset(n_videos=5, seed=3)
+    index = YTVISAnnotations.load(ds.ann_file)
+    ids = [int(index.video_ids[4]), int(index.video_ids[1])]
+    sub = index.subset(ids)
+    assert sorted(sub.video_ids.tolist()) == sorted(ids) and len(sub) == 2
+    assert set(sub.ann_ids.tolist()) == {
+        a["id"] for a in ds.data["annotations"] if a["video_id"] in ids
+    }
+    _check_all_masks(sub, ds.truth)
+
+    gt = sub.to_dict()
+    json.dumps(gt)  # plain JSON types only
+    again = YTVISAnnotations.from_dict(gt)
+    assert _check_all_masks(again, ds.truth) > 0
+    for a in gt["annotations"]:
+        for t, (seg, area, box) in enumerate(
+            zip(a["segmentations"], a["areas"], a["bboxes"], strict=True)
+        ):
+            exp = ds.truth.get((a["id"], t))
+            assert (seg is None) == (exp is None)
+            if exp is not None:
+                assert isinstance(seg["counts"], str) and area == int(exp.sum())
+                ys, xs = np.nonzero(exp)
+                assert box == [xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1]
+
+
+def test_inference_file_without_annotations(tiny_dataset, tmp_path):
+    data = dict(tiny_dataset.data)
+    del data["annotations"]
+    path = tmp_path / "valid.json"
+    path.write_text(json.dumps(data))
+    index = YTVISAnnotations.load(path, require_annotations=False)
+    assert len(index) == len(data["videos"]) and len(index.ann_ids) == 0
+    assert index.decode_masks(index.annotations_of(0), np.arange(2)).shape[0] == 0
+    with pytest.raises(ValueError, match="'annotations' is missing"):
+        YTVISAnnotations.load(path)
+
+
+def test_rle_string_decoder_matches_pycocotools():
+    rng = np.random.default_rng(11)
+    strs, expect = [], []
+    for i in range(60):
+        h, w = rng.integers(1, 70, 2)
+        m = rng.random((h, w)) < rng.uniform(0.02, 0.98)
+        if i % 6 == 0:
+            m[:] = i % 12 == 0  # all-empty and all-full masks
+        strs.append(mask_utils.encode(np.asfortranarray(m.astype(np.uint8)))["counts"])
+        expect.append(_runs(m))
+    buf = np.frombuffer(b"".join(strs), np.uint8)
+    ptr = np.concatenate(([0], np.cumsum([len(s) for s in strs])))
+    counts, cnt_ptr, bad = rle_strings_to_counts(buf, ptr)
+    assert not bad.any()
+    for i, exp in enumerate(expect):
+        assert counts[cnt_ptr[i] : cnt_ptr[i + 1]].tolist() == exp
+    assert segment_sums(counts, cnt_ptr).tolist() == [sum(e) for e in expect]
