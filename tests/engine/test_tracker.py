@@ -1,0 +1,95 @@
+"""Online tracker logic with a cosine-similarity association in place of the model's head."""
+
+from __future__ import annotations
+
+import torch
+from pycocotools import mask as mask_utils
+
+from gmpvis.engine.tracker import FrameProposals, OnlineTracker, TrackerConfig
+from gmpvis.kernels import sinkhorn
+
+H = W = 16
+C = 3
+
+
+def cosine_associate(e1, b1, e2, b2):
+    """Soft assignment with dustbin from cosine similarity (Sinkhorn, as the GM head ends)."""
+    sim = torch.nn.functional.normalize(e1, dim=-1) @ torch.nn.functional.normalize(e2, dim=-1).mT
+    return sinkhorn(sim, 20, tau=0.05, dustbin=0.5)
+
+
+def make_frame(objects: list[tuple[int, int]], embeds: torch.Tensor, n_noise: int = 2):
+    """Proposals for ``objects`` = [(identity, class)] in the given order, plus low-score noise.
+
+    Identity ``k`` has embedding ``embeds[k]`` and occupies row block ``k`` of the frame.
+    """
+    n = len(objects) + n_noise
+    logits = torch.full((n, C), -6.0)
+    boxes = torch.rand(n, 4) * 0.1 + 0.2
+    emb = torch.randn(n, embeds.shape[1])
+    masks = torch.zeros(n, H, W, dtype=torch.bool)
+    for q, (ident, cls) in enumerate(objects):
+        logits[q, cls] = 4.0
+        emb[q] = embeds[ident] + 0.05 * torch.randn(embeds.shape[1])
+        boxes[q] = torch.tensor([0.1 + 0.25 * ident, 0.5, 0.1, 0.1])
+        masks[q, 4 * ident : 4 * ident + 3, 2:9] = True
+    return FrameProposals(logits, boxes, emb, mask_fn=lambda idx, m=masks: m[idx])
+
+
+def test_identities_follow_embeddings_not_query_order():
+    embeds = torch.randn(3, 8)
+    tracker = OnlineTracker(cosine_associate, TrackerConfig(max_missing=1))
+    order = [[(0, 0), (1, 1), (2, 2)], [(2, 2), (0, 0), (1, 1)], [(1, 1), (2, 2), (0, 0)]]
+    ids_per_identity: dict[int, set[int]] = {0: set(), 1: set(), 2: set()}
+    for objs in order:
+        seen = dict((q, tid) for tid, q in tracker.step(make_frame(objs, embeds)))
+        for q, (ident, _) in enumerate(objs):
+            ids_per_identity[ident].add(seen[q])
+    assert all(len(v) == 1 for v in ids_per_identity.values())  # one track per object
+    assert len({next(iter(v)) for v in ids_per_identity.values()}) == 3
+
+    results = tracker.results(video_id=7, num_frames=3, category_ids=[10, 20, 30])
+    assert len(results) == 3
+    for r in results:
+        assert r["video_id"] == 7 and r["category_id"] in (10, 20, 30)
+        assert 0.9 < r["score"] <= 1.0
+        assert len(r["segmentations"]) == 3
+        decoded = mask_utils.decode(r["segmentations"][1])
+        assert decoded.shape == (H, W) and decoded.sum() == 21
+
+
+def test_occlusion_keeps_track_then_ends_it():
+    embeds = torch.randn(2, 8)
+    tracker = OnlineTracker(cosine_associate, TrackerConfig(max_missing=2))
+    frames = [[(0, 0), (1, 1)], [(0, 0)], [(0, 0)], [(0, 0), (1, 1)]]
+    seen = [dict(tracker.step(make_frame(f, embeds))) for f in frames]
+    id1 = {tid for tid, q in seen[0].items() if q == 1}
+    # object 1 returns after 2 missing frames (= max_missing): same track id
+    back = {tid for tid, q in seen[3].items() if q == 1}
+    assert id1 == back
+    # a longer absence ends the track and a new identity is born
+    tracker = OnlineTracker(cosine_associate, TrackerConfig(max_missing=1))
+    frames = [[(0, 0), (1, 1)], [(0, 0)], [(0, 0)], [(0, 0), (1, 1)]]
+    seen = [dict(tracker.step(make_frame(f, embeds))) for f in frames]
+    assert {tid for tid, q in seen[0].items() if q == 1} != {
+        tid for tid, q in seen[3].items() if q == 1
+    }
+    results = tracker.results(1, 4, [1, 2, 3])
+    assert len(results) == 3  # the ended track is still reported
+    ended = [r for r in results if r["segmentations"][3] is None and r["segmentations"][0]]
+    assert len(ended) == 1 and ended[0]["segmentations"][1] is None
+
+
+def test_low_scores_and_duplicates_do_not_start_tracks():
+    embeds = torch.randn(1, 8)
+    frame = make_frame([(0, 1)], embeds, n_noise=3)
+    # a duplicate of the object with a slightly lower score: removed by NMS
+    frame.logits = torch.cat([frame.logits, frame.logits[:1] - 0.5])
+    frame.boxes = torch.cat([frame.boxes, frame.boxes[:1]])
+    frame.embeds = torch.cat([frame.embeds, frame.embeds[:1]])
+    tracker = OnlineTracker(cosine_associate, TrackerConfig(birth_threshold=0.5))
+    masks = torch.ones(frame.logits.shape[0], H, W, dtype=torch.bool)
+    frame.mask_fn = lambda idx: masks[idx]
+    seen = tracker.step(frame)
+    assert len(seen) == 1 and seen[0][1] == 0
+    assert tracker.results(1, 1, [5, 6, 7])[0]["category_id"] == 6
