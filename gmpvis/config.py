@@ -62,7 +62,7 @@ class ModelConfig:
     gm_sigma: float = 1.0  # Gaussian edge-affinity bandwidth
     sinkhorn_iters: int = 10
     sinkhorn_tau: float = 0.1  # temperature of the Sinkhorn normalisation
-    gm_dustbin_init: float = 0.0  # initial (learned) dustbin score
+    gm_dustbin: float = 0.0  # fixed dustbin score; the head learns a bias on the real scores
 
 
 @dataclass
@@ -84,7 +84,6 @@ class LossConfig:
     focal_alpha: float = 0.25
     focal_gamma: float = 2.0
     gm_distractors: int = 2  # unmatched high-score proposals added per graph as distractors
-    mask_points: int = 0  # >0: losses/costs on this many random points instead of all pixels
 
 
 @dataclass

@@ -1,0 +1,148 @@
+"""GMP-VIS network: backbone -> deformable encoder + temporal aggregation -> deformable
+decoder -> class / box / mask / instance-embedding heads, DCN pixel decoder, and the
+graph-matching association head.
+
+Clip mode (training): ``model(frames [B, T, 3, H, W], pad_mask [B, H, W])``.
+Online mode (inference, constant memory): ``features, state = model.encode_frame(frame,
+pad_mask, state)`` then ``model.decode_frame(features)``, or both at once with
+``model.step(frame, pad_mask, state)``; ``model.associate(...)`` matches two sets of
+proposals.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from gmpvis.model.backbone import build_backbone
+from gmpvis.model.decoder import MLP, DeformableDecoder
+from gmpvis.model.encoder import DeformableEncoder, InputProjection, LevelBatch
+from gmpvis.model.graph_matching import GraphMatchingHead
+from gmpvis.model.seg_head import PixelDecoder, masks_from_embeddings
+from gmpvis.model.temporal import MemoryState, TemporalAggregator
+
+OUTPUT_KEYS = ("pred_logits", "pred_boxes", "pred_masks", "pred_embeds")
+
+
+class GMPVIS(nn.Module):
+    def __init__(self, cfg) -> None:
+        super().__init__()
+        m = cfg.model
+        D, L = m.hidden_dim, m.num_feature_levels
+        self.num_queries, self.num_classes = m.num_queries, m.num_classes
+        self.aux_loss = m.aux_loss
+        self.backbone = build_backbone(cfg)
+        self.input_proj = InputProjection(self.backbone.channels, D, L)
+        self.encoder = DeformableEncoder(cfg)
+        self.temporal = TemporalAggregator(cfg)
+        self.class_head = nn.Linear(D, m.num_classes)
+        nn.init.constant_(self.class_head.bias, -math.log((1 - 0.01) / 0.01))  # prior p = 0.01
+        self.bbox_head = MLP(D, D, 4, 3)
+        nn.init.zeros_(self.bbox_head.layers[-1].weight)
+        nn.init.zeros_(self.bbox_head.layers[-1].bias)
+        self.mask_head = MLP(D, D, m.mask_dim, 3)
+        self.embed_head = MLP(D, D, m.embed_dim, 2)
+        self.decoder = DeformableDecoder(cfg, self.bbox_head)
+        enc_strides = [8, 16, 32][-min(L, 3) :] + [64] * max(0, L - 3)
+        self.pixel_decoder = PixelDecoder(
+            D, m.mask_dim, enc_strides, self.backbone.channels, m.mask_stride
+        )
+        self.gm_head = GraphMatchingHead(cfg)
+
+    # ------------------------------------------------------------------ building blocks
+    def _spatial(self, images: torch.Tensor, pad_mask: torch.Tensor):
+        """images ``[N, 3, H, W]``, pad_mask ``[N, H, W]`` -> (levels, encoded src
+        ``[N, S, D]``, backbone maps)."""
+        feats = self.backbone(images)
+        levels = self.input_proj(feats, pad_mask)
+        return levels, self.encoder(levels), feats
+
+    def _decode(
+        self, src: torch.Tensor, levels: LevelBatch, feats: dict[int, torch.Tensor]
+    ) -> list[dict[str, torch.Tensor]]:
+        """-> one dict per decoder layer with ``[N, Nq, ...]`` tensors."""
+        hs, boxes = self.decoder(src, levels)
+        pixel = self.pixel_decoder(levels.split_levels(src)[::-1], feats)
+        return [
+            {
+                "pred_logits": self.class_head(h),
+                "pred_boxes": box,
+                "pred_masks": masks_from_embeddings(self.mask_head(h), pixel),
+                "pred_embeds": self.embed_head(h),
+            }
+            for h, box in zip(hs, boxes, strict=True)
+        ]
+
+    @staticmethod
+    def _check_frames(frames: torch.Tensor, pad_mask: torch.Tensor | None, lead: int):
+        """``frames [*lead, 3, H, W]`` (lead = 2 for clips, 1 for frames) -> pad mask."""
+        shape = "[B, T, 3, H, W]" if lead == 2 else "[B, 3, H, W]"
+        if frames.dim() != lead + 3 or frames.shape[lead] != 3:
+            raise ValueError(f"frames must be {shape}, got {tuple(frames.shape)}")
+        B, (H, W) = frames.shape[0], frames.shape[-2:]
+        if pad_mask is None:
+            return torch.zeros(B, H, W, dtype=torch.bool, device=frames.device)
+        if pad_mask.shape != (B, H, W):
+            raise ValueError(f"pad_mask must be [{B}, {H}, {W}], got {tuple(pad_mask.shape)}")
+        return pad_mask.bool()
+
+    # ------------------------------------------------------------------ clip mode
+    def forward(self, frames: torch.Tensor, pad_mask: torch.Tensor | None = None) -> dict:
+        """frames ``[B, T, 3, H, W]``, pad_mask ``[B, H, W]`` (True on padding) -> dict with
+        ``pred_logits [B,T,Nq,C]``, ``pred_boxes [B,T,Nq,4]``, ``pred_masks
+        [B,T,Nq,H/s,W/s]``, ``pred_embeds [B,T,Nq,E]``, ``aux_outputs`` (earlier decoder
+        layers) and ``gm_head`` (the association module, used by the criterion's L_match)."""
+        pad_mask = self._check_frames(frames, pad_mask, lead=2)
+        B, T = frames.shape[:2]
+        images = frames.flatten(0, 1)
+        masks = pad_mask[:, None].expand(B, T, *pad_mask.shape[1:]).flatten(0, 1)
+        levels, src, feats = self._spatial(images, masks)
+        src = self.temporal.forward_clip(src, levels.pos, levels.mask, T)
+        layers = [
+            {k: v.unflatten(0, (B, T)) for k, v in layer.items()}
+            for layer in self._decode(src, levels, feats)
+        ]
+        out: dict = dict(layers[-1])
+        if self.aux_loss:
+            out["aux_outputs"] = layers[:-1]
+        out["gm_head"] = self.gm_head
+        return out
+
+    # ------------------------------------------------------------------ online mode
+    def encode_frame(
+        self, frame: torch.Tensor, pad_mask: torch.Tensor | None, memory_state: MemoryState
+    ) -> tuple[dict, MemoryState]:
+        """One frame per video ``[B, 3, H, W]`` with the rolling memory of the previous
+        ``K - 1`` frames (``None`` at the start) -> (features for :meth:`decode_frame`, new
+        state). Memory use does not grow with the video length."""
+        pad_mask = self._check_frames(frame, pad_mask, lead=1)
+        levels, src, feats = self._spatial(frame, pad_mask)
+        src, state = self.temporal.forward_frame(src, levels.pos, levels.mask, memory_state)
+        return {"src": src, "levels": levels, "backbone": feats}, state
+
+    def decode_frame(self, features: dict) -> dict[str, torch.Tensor]:
+        """-> ``pred_logits [B,Nq,C]``, ``pred_boxes [B,Nq,4]``, ``pred_masks [B,Nq,h,w]``,
+        ``pred_embeds [B,Nq,E]`` (last decoder layer)."""
+        return self._decode(features["src"], features["levels"], features["backbone"])[-1]
+
+    def step(
+        self, frame: torch.Tensor, pad_mask: torch.Tensor | None, memory_state: MemoryState
+    ) -> tuple[dict[str, torch.Tensor], MemoryState]:
+        """:meth:`encode_frame` followed by :meth:`decode_frame`."""
+        features, state = self.encode_frame(frame, pad_mask, memory_state)
+        return self.decode_frame(features), state
+
+    def associate(
+        self,
+        embeds1: torch.Tensor,
+        boxes1: torch.Tensor,
+        embeds2: torch.Tensor,
+        boxes2: torch.Tensor,
+        mask1: torch.Tensor | None = None,
+        mask2: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """embeds ``[B, n, E]``, boxes ``[B, n, 4]`` cxcywh -> soft assignment
+        ``[B, n1 + 1, n2 + 1]`` (last row / column: dustbin)."""
+        return self.gm_head(embeds1, boxes1, embeds2, boxes2, mask1, mask2)
