@@ -93,7 +93,7 @@ def get_difficulty(difficulty: str | Difficulty) -> Difficulty:
 
 @dataclass
 class SyntheticVideo:
-    """A generated video and its ground truth (N objects, T frames).
+    """A generated video and its ground truth (T frames, N objects seen in at least one).
 
     frames: uint8 ``[T, H, W, 3]``; backgrounds: uint8 ``[T, H, W, 3]`` (the same frames
     without objects and noise); masks: bool ``[T, N, H, W]`` visible parts (empty when the
@@ -147,7 +147,7 @@ def _background(rng: np.random.Generator, height: int, width: int, num_frames: i
         pat = ((np.mod(xx, period) < 1.5) | (np.mod(yy, period) < 1.5)) * 2.0 - 1.0
     else:  # blotches: a mid-frequency noise field
         small = rng.uniform(-1, 1, size=(max(ch // 10, 2), max(cw // 10, 2))).astype(np.float32)
-        pat = np.asarray(Image.fromarray(small, mode="F").resize((cw, ch), Image.BICUBIC))
+        pat = np.asarray(Image.fromarray(small).resize((cw, ch), Image.BICUBIC))
     base = base + rng.uniform(8.0, 20.0) * pat[..., None].astype(np.float32)
     direction = rng.normal(size=2)
     direction /= np.linalg.norm(direction) + 1e-9
