@@ -69,7 +69,7 @@ def read_frame(path: str, expect_hw: tuple[int, int] | None = None, video=None) 
         raise FileNotFoundError(f"frame {path}{where} does not exist")
     try:
         with Image.open(path) as img:
-            arr = np.asarray(img.convert("RGB"))
+            arr = np.array(img.convert("RGB"))  # writable, for torch.from_numpy
     except OSError as e:
         raise ValueError(f"frame {path}{where} cannot be read as an image: {e}") from None
     if expect_hw is not None and arr.shape[:2] != tuple(expect_hw):
