@@ -85,3 +85,16 @@ def resolve(device: torch.device, op: str) -> str:
         f"{op}: GMPVIS_KERNELS=triton cannot run on {device.type} tensors "
         "(use CUDA tensors, or set TRITON_INTERPRET=1 before triton is imported)"
     )
+
+
+def reference_vjp(
+    fn, inputs: tuple[torch.Tensor, ...], grad: torch.Tensor
+) -> tuple[torch.Tensor, ...]:
+    """Vector-Jacobian product of a reference function, for the torch path of a backward op.
+
+    Inside a ``torch.library.custom_op`` implementation the dispatcher runs below autograd,
+    so ``torch.enable_grad()`` + ``torch.autograd.grad`` builds no graph there;
+    ``torch.func.vjp`` has its own transform layer and works. ``fn(*inputs) -> Tensor``.
+    """
+    _, pullback = torch.func.vjp(fn, *inputs)
+    return tuple(g.contiguous() for g in pullback(grad))
