@@ -1,0 +1,262 @@
+"""Forward / backward shapes and behaviour of every model building block."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from gmpvis.config import get_config
+from gmpvis.model.backbone import ResNetBackbone, TinyCNN, build_backbone
+from gmpvis.model.decoder import DeformableDecoder
+from gmpvis.model.deformable_attention import MSDeformAttn
+from gmpvis.model.encoder import DeformableEncoder, InputProjection, encoder_reference_points
+from gmpvis.model.graph_matching import GraphMatchingHead, box_edge_geometry
+from gmpvis.model.position_encoding import PositionEmbeddingSine
+from gmpvis.model.seg_head import ModulatedDeformConv, PixelDecoder
+from gmpvis.model.temporal import TemporalAggregator
+
+
+def _grads_ok(module: torch.nn.Module) -> None:
+    trainable = [p for p in module.parameters() if p.requires_grad]
+    assert trainable and all(p.grad is not None and torch.isfinite(p.grad).all() for p in trainable)
+
+
+def test_tiny_cnn_strides_odd_size():
+    net = TinyCNN(8)
+    x = torch.randn(2, 3, 37, 51, requires_grad=True)
+    out = net(x)
+    for s, c in net.channels.items():
+        assert out[s].shape == (2, c, -(-37 // s), -(-51 // s))
+    sum(o.sum() for o in out.values()).backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+def test_resnet_backbone_frozen_bn_and_local_weights(tmp_path):
+    import torchvision
+
+    ref = torchvision.models.resnet50(weights=None)
+    path = tmp_path / "r50.pth"
+    torch.save(ref.state_dict(), path)
+    net = ResNetBackbone("resnet50", frozen_bn=True, weights_path=str(path))
+    assert isinstance(net.stem[1], torchvision.ops.FrozenBatchNorm2d)
+    assert torch.equal(net.layers[3][0].conv1.weight, ref.layer4[0].conv1.weight)
+    # DETR convention: stem and layer1 frozen, the rest trainable
+    assert not net.stem[0].weight.requires_grad and not net.layers[0][0].conv1.weight.requires_grad
+    assert net.layers[1][0].conv1.weight.requires_grad
+    out = net(torch.randn(1, 3, 64, 96))
+    assert {s: tuple(o.shape) for s, o in out.items()} == {
+        4: (1, 256, 16, 24),
+        8: (1, 512, 8, 12),
+        16: (1, 1024, 4, 6),
+        32: (1, 2048, 2, 3),
+    }
+    with pytest.raises(ValueError, match="pretrained_weights"):
+        ResNetBackbone("resnet50", weights_path=str(tmp_path / "missing.pth"))
+
+
+def test_build_backbone_train_flag():
+    cfg = get_config("tiny", ["model.train_backbone=false"])
+    assert not any(p.requires_grad for p in build_backbone(cfg).parameters())
+
+
+def test_position_embedding_ignores_padding():
+    pe = PositionEmbeddingSine(8)
+    mask = torch.zeros(2, 5, 9, dtype=torch.bool)
+    mask[1, :, 6:] = True
+    pos = pe(mask)
+    assert pos.shape == (2, 16, 5, 9)
+    # the valid part of a padded map equals the encoding of an unpadded map of that size
+    alone = pe(torch.zeros(1, 5, 6, dtype=torch.bool))
+    torch.testing.assert_close(pos[1, :, :, :6], alone[0], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("ref_dim", [2, 4])
+def test_msdeform_attn_fused_matches_unfused(ref_dim):
+    shapes = torch.tensor([[7, 9], [4, 5]])
+    starts = torch.tensor([0, 63])
+    S = 63 + 20
+    attn = MSDeformAttn(16, n_levels=2, n_heads=4, n_points=3, fused=True)
+    torch.nn.init.normal_(attn.attention_weights.weight, std=0.5)  # non-uniform weights
+    q = torch.randn(2, 11, 16, requires_grad=True)
+    ref = torch.rand(2, 11, 2, ref_dim)
+    src = torch.randn(2, S, 16)
+    pad = torch.zeros(2, S, dtype=torch.bool)
+    pad[1, 60:63] = True
+    out = attn(q, ref, src, shapes, starts, pad)
+    assert out.shape == (2, 11, 16)
+    attn.fused = False
+    torch.testing.assert_close(attn(q, ref, src, shapes, starts, pad), out, rtol=1e-5, atol=1e-5)
+    out.pow(2).sum().backward()
+    assert q.grad.abs().sum() > 0 and attn.sampling_offsets.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="reference_points"):
+        attn(q, torch.cat([ref, ref[..., :1]], -1), src, shapes, starts, pad)
+
+
+def test_msdeform_attn_padding_values_are_ignored():
+    shapes, starts = torch.tensor([[6, 6]]), torch.tensor([0])
+    attn = MSDeformAttn(8, 1, 2, 4)
+    q, ref = torch.randn(1, 5, 8), torch.rand(1, 5, 1, 2)
+    src = torch.randn(1, 36, 8)
+    pad = torch.zeros(1, 36, dtype=torch.bool)
+    pad[0, ::5] = True
+    changed = src.clone()
+    changed[pad] = torch.randn(int(pad.sum()), 8) * 100
+    torch.testing.assert_close(
+        attn(q, ref, src, shapes, starts, pad), attn(q, ref, changed, shapes, starts, pad)
+    )
+
+
+def _levels(cfg, N=3, H=40, W=56):
+    channels = TinyCNN(cfg.model.tiny_channels).channels
+    feats = {s: torch.randn(N, c, -(-H // s), -(-W // s)) for s, c in channels.items()}
+    pad = torch.zeros(N, H, W, dtype=torch.bool)
+    pad[1, :, 40:] = True
+    proj = InputProjection(channels, cfg.model.hidden_dim, cfg.model.num_feature_levels)
+    return proj, feats, proj(feats, pad)
+
+
+@pytest.mark.parametrize("levels", [3, 4])
+def test_input_projection_and_encoder(tiny_cfg, levels):
+    from gmpvis.config import set_field
+
+    set_field(tiny_cfg, "model.num_feature_levels", levels)
+    proj, feats, lv = _levels(tiny_cfg)
+    sizes = [(5, 7), (3, 4), (2, 2), (1, 1)][:levels]
+    assert lv.shapes == sizes
+    S = sum(h * w for h, w in sizes)
+    assert lv.src.shape == lv.pos.shape == (3, S, 32) and lv.mask.shape == (3, S)
+    assert lv.level_start_index.tolist() == [
+        sum(h * w for h, w in sizes[:i]) for i in range(levels)
+    ]
+    assert torch.all(lv.valid_ratios[0] == 1) and lv.valid_ratios[1, 0, 0] == pytest.approx(5 / 7)
+    ref = encoder_reference_points(lv.shapes, lv.valid_ratios)
+    assert ref.shape == (3, S, levels, 2)
+    # unpadded frame: pixel centres in (0, 1); first token of level 0 at (0.5 / w, 0.5 / h)
+    assert ref[0].min() > 0 and ref[0].max() < 1
+    torch.testing.assert_close(ref[0, 0, 0], torch.tensor([0.5 / 7, 0.5 / 5]))
+    # padded frame: the last valid column of level 0 maps to x = 1 - 0.5 / 5 of the valid part
+    torch.testing.assert_close(ref[1, 4, 0, 0], torch.tensor(4.5 / 5 * 5 / 7))
+    enc = DeformableEncoder(tiny_cfg)
+    out = enc(lv)
+    assert out.shape == (3, S, 32) and torch.isfinite(out).all()
+    out.sum().backward()
+    _grads_ok(enc)
+
+
+def test_temporal_clip_equals_online(tiny_cfg):
+    """Causal windowed mixing: clip mode == frame by frame with the rolling state."""
+    from gmpvis.config import set_field
+
+    set_field(tiny_cfg, "model.temporal_layers", 2)
+    set_field(tiny_cfg, "model.memory_frames", 2)
+    agg = TemporalAggregator(tiny_cfg).eval()
+    B, T, S, D = 2, 4, 13, 32
+    src, pos = torch.randn(B * T, S, D), torch.randn(B * T, S, D)
+    mask = torch.zeros(B * T, S, dtype=torch.bool)
+    mask[:, -2:] = True
+    clip = agg.forward_clip(src, pos, mask, T).view(B, T, S, D)
+    state = None
+    s4, p4, m4 = (x.view(B, T, *x.shape[1:]) for x in (src, pos, mask))
+    for t in range(T):
+        out, state = agg.forward_frame(s4[:, t], p4[:, t], m4[:, t], state)
+        torch.testing.assert_close(out, clip[:, t], rtol=1e-4, atol=1e-5)
+        assert len(state) == 2 and state[0].shape[1] == min(t + 1, 1)  # K - 1 = 1 frame kept
+    # frames really interact: changing frame 0 changes frame 1 (window 2) but not frame 3
+    src2 = src.clone().view(B, T, S, D)
+    src2[:, 0] += 1.0
+    clip2 = agg.forward_clip(src2.view(B * T, S, D), pos, mask, T).view(B, T, S, D)
+    assert (clip2[:, 1] - clip[:, 1]).abs().max() > 1e-4
+    torch.testing.assert_close(clip2[:, 3], clip[:, 3])
+    agg.train()
+    agg.forward_clip(src, pos, mask, T).sum().backward()
+    _grads_ok(agg)
+
+
+def test_decoder_shapes_and_refinement(tiny_cfg):
+    from gmpvis.model.decoder import MLP
+
+    _, _, lv = _levels(tiny_cfg)
+    head = MLP(32, 32, 4, 3)
+    dec = DeformableDecoder(tiny_cfg, head)
+    hs, boxes = dec(lv.src, lv)
+    assert len(hs) == len(boxes) == tiny_cfg.model.dec_layers
+    assert hs[-1].shape == (3, 10, 32) and boxes[-1].shape == (3, 10, 4)
+    assert (boxes[-1] > 0).all() and (boxes[-1] < 1).all()
+    (hs[-1].sum() + boxes[-1].sum() + boxes[0].sum()).backward()
+    _grads_ok(head)
+
+
+def test_modulated_deform_conv_starts_as_plain_conv():
+    conv = ModulatedDeformConv(6, 5)
+    x = torch.randn(2, 6, 9, 11)
+    torch.testing.assert_close(
+        conv(x), F.conv2d(x, conv.weight, conv.bias, padding=1), rtol=1e-4, atol=1e-4
+    )
+    conv(x).pow(2).sum().backward()
+    # offsets are zero at init but they do receive gradient
+    assert conv.offset_conv.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("mask_stride", [4, 8])
+def test_pixel_decoder_strides(mask_stride):
+    channels = TinyCNN(8).channels
+    H, W = 45, 61
+    feats = {s: torch.randn(2, c, -(-H // s), -(-W // s)) for s, c in channels.items()}
+    enc = [torch.randn(2, 16, -(-H // s), -(-W // s), requires_grad=True) for s in (32, 16, 8)]
+    pd = PixelDecoder(16, 12, [8, 16, 32], channels, mask_stride)
+    out = pd(enc, feats)
+    assert out.shape == (2, 12, -(-H // mask_stride), -(-W // mask_stride))
+    out.sum().backward()
+    assert all(e.grad.abs().sum() > 0 for e in enc)
+    with pytest.raises(ValueError, match="mask_stride"):
+        PixelDecoder(16, 12, [16, 32], channels, 32)
+
+
+def test_edge_geometry_values():
+    boxes = torch.tensor([[[0.2, 0.3, 0.1, 0.2], [0.5, 0.4, 0.2, 0.1]]])
+    g = box_edge_geometry(boxes)
+    assert g.shape == (1, 2, 2, 6)
+    expected = [0.3, 0.1, 3.0, 0.5, torch.log(torch.tensor(2.0)), torch.log(torch.tensor(0.5))]
+    torch.testing.assert_close(g[0, 0, 1], torch.tensor(expected), rtol=1e-5, atol=1e-6)
+    assert torch.all(g[0, 0, 0] == 0)
+
+
+def test_graph_matching_head_shapes_masks_and_equivariance(tiny_cfg):
+    from gmpvis.config import set_field
+
+    set_field(tiny_cfg, "model.sinkhorn_iters", 40)  # converged marginals
+    head = GraphMatchingHead(tiny_cfg).eval()
+    B, n1, n2, E = 2, 5, 4, tiny_cfg.model.embed_dim
+    e1, e2 = torch.randn(B, n1, E, requires_grad=True), torch.randn(B, n2, E)
+    b1, b2 = torch.rand(B, n1, 4) * 0.5 + 0.1, torch.rand(B, n2, 4) * 0.5 + 0.1
+    m1 = torch.ones(B, n1, dtype=torch.bool)
+    m2 = torch.ones(B, n2, dtype=torch.bool)
+    m1[1, 3:] = False
+    m2[1, 2:] = False
+    S = head(e1, b1, e2, b2, m1, m2)
+    assert S.shape == (B, n1 + 1, n2 + 1)
+    assert (S >= 0).all() and torch.isfinite(S).all()
+    # padded rows / columns carry no mass; real rows sum to ~1 (SuperGlue marginals)
+    assert S[1, 3:n1].abs().max() == 0 and S[1, :, 2:n2].abs().max() == 0
+    torch.testing.assert_close(S[0, :n1].sum(-1), torch.ones(n1), rtol=0, atol=5e-3)
+    # permuting graph 2's nodes permutes the columns
+    perm = torch.tensor([2, 0, 3, 1])
+    Sp = head(e1, b1, e2[:, perm], b2[:, perm])
+    S_full = head(e1, b1, e2, b2)
+    torch.testing.assert_close(Sp[:, :, :n2], S_full[:, :, perm], rtol=1e-4, atol=1e-5)
+    S[0, :n1, :n2].diagonal().sum().backward()
+    assert e1.grad.abs().sum() > 0 and head.node_in.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="boxes2"):
+        head(e1, b1, e2, b2[:, :3])
+
+
+def test_graph_matching_prefers_identical_graph(tiny_cfg):
+    """Matching a graph to a shuffled copy of itself puts the mass on the true permutation."""
+    head = GraphMatchingHead(tiny_cfg).eval()
+    with torch.no_grad():
+        head.log_scale.fill_(1.0)
+    n, E = 6, tiny_cfg.model.embed_dim
+    e = torch.randn(1, n, E) * 3
+    b = torch.rand(1, n, 4) * 0.4 + 0.1
+    perm = torch.randperm(n)
+    S = head(e, b, e[:, perm], b[:, perm])
+    assert torch.equal(S[0, :n, :n].argmax(-1), perm.argsort())
