@@ -17,6 +17,7 @@ coordinate derivatives, ``grad_mask`` from the unmodulated sample) and one for t
 gradient (``sample^T @ grad_out`` reduced over pixels, split over programs + atomics).
 """
 
+import contextlib
 from typing import Optional
 
 import torch
@@ -506,7 +507,7 @@ def _pow2(x: int, lo: int, hi: int) -> int:
 
 
 def _dot_precision(dtype: torch.dtype) -> str:
-    return _FP32_DOT if dtype == torch.float32 else "ieee"
+    return _FP32_DOT if dtype == torch.float32 else "tf32"  # ignored for half operands
 
 
 def _weight_tiles(weight: torch.Tensor, groups: int) -> torch.Tensor:
@@ -633,6 +634,20 @@ def _(input, offset, weight, bias, stride, padding, dilation, mask):
     return input.new_empty(input.shape[0], weight.shape[0], offset.shape[2], offset.shape[3])
 
 
+@contextlib.contextmanager
+def _autograd_enabled():
+    """Record autograd inside an op body.
+
+    The custom op's autograd layer runs the body below autograd (its dispatch keys are
+    excluded), where ``torch.enable_grad()`` alone records nothing: lift the exclusion.
+    """
+    exclude = torch._C._dispatch_tls_local_exclude_set()
+    exclude = exclude.remove(torch._C.DispatchKey.AutogradFunctionality)
+    include = torch._C._dispatch_tls_local_include_set()
+    with torch._C._ForceDispatchKeyGuard(include, exclude), torch.enable_grad():
+        yield
+
+
 @torch.library.custom_op("gmpvis::deform_conv2d_backward", mutates_args=())
 def _deform_conv2d_backward_op(
     grad_out: torch.Tensor,
@@ -649,7 +664,7 @@ def _deform_conv2d_backward_op(
     args = (input, offset, weight, bias, stride, padding, dilation, mask)
     if _use_triton(input):
         return _backward_triton(grad_out, *args)
-    with torch.enable_grad():
+    with _autograd_enabled():
         leaves = [t.detach().requires_grad_() if t is not None else None for t in args[:4]]
         m = mask.detach().requires_grad_() if mask is not None else None
         out = reference.deform_conv2d(*leaves, stride, padding, dilation, m)

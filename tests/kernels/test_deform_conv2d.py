@@ -1,0 +1,238 @@
+"""deform_conv2d: Triton kernels (interpreter on CPU) vs the reference, reference vs torchvision.
+
+Tolerances, as ``max|a - b| <= ATOL + RTOL * max|b|`` per tensor:
+- float32: 1e-5 / 1e-5 (the interpreter's dot is exact float32; on a GPU tf32x3 is close).
+- float16: 1e-3 / 1e-2 (the sampled tile is rounded to float16 before the tensor-core dot).
+- float64 reference vs torchvision: 1e-10.
+"""
+
+import pytest
+import torch
+import torchvision
+
+from gmpvis.kernels import deform_conv as dc
+from gmpvis.kernels import reference, use_backend
+from gmpvis.kernels._backend import resolve
+
+TOL = {torch.float32: (1e-5, 1e-5), torch.float16: (1e-3, 1e-2), torch.bfloat16: (1e-2, 3e-2)}
+NAMES = ("input", "offset", "weight", "bias", "mask")
+
+
+def _pair(v):
+    return (v, v) if isinstance(v, int) else v
+
+
+def make_inputs(n, c, h, w, c_out, kh, kw, *, groups=1, g_off=1, stride=1, padding=0,
+                dilation=1, mask=True, bias=True, dtype=torch.float32, device="cpu",
+                spread=2.0):  # fmt: skip
+    """Random inputs; offsets of ~``spread`` pixels so samples hit borders and the outside."""
+    (sh, sw), (ph, pw), (dh, dw) = _pair(stride), _pair(padding), _pair(dilation)
+    h_out = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+    w_out = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    k = kh * kw
+    opts = dict(dtype=dtype, device=device)
+    args = {
+        "input": torch.randn(n, c, h, w, **opts),
+        "offset": spread * torch.randn(n, 2 * g_off * k, h_out, w_out, **opts),
+        "weight": torch.randn(c_out, c // groups, kh, kw, **opts) / (c // groups * k) ** 0.5,
+        "bias": torch.randn(c_out, **opts) if bias else None,
+        "mask": torch.rand(n, g_off * k, h_out, w_out, **opts) if mask else None,
+    }
+    for t in args.values():
+        if t is not None:
+            t.requires_grad_()
+    return args, dict(stride=stride, padding=padding, dilation=dilation)
+
+
+def _run(fn, args, conf, grad_out=None):
+    out = fn(args["input"], args["offset"], args["weight"], args["bias"], mask=args["mask"], **conf)
+    if grad_out is None:
+        grad_out = torch.randn_like(out)
+    names = [k for k in NAMES if args[k] is not None]
+    grads = torch.autograd.grad(out, [args[k] for k in names], grad_out)
+    return out, dict(zip(names, grads, strict=True)), grad_out
+
+
+def _assert_close(actual, expected, dtype, what):
+    atol, rtol = TOL[dtype]
+    assert actual.dtype == expected.dtype, what
+    assert actual.shape == expected.shape, what
+    err = (actual.double() - expected.double()).abs().max().item()
+    scale = expected.double().abs().max().item()
+    assert err <= atol + rtol * scale, f"{what}: max error {err:.3g} (scale {scale:.3g})"
+
+
+# (n, c, h, w, c_out, kh, kw, options): odd channel counts, every conv feature at least once
+CASES = {
+    "3x3_pad_odd_channels": (1, 5, 6, 7, 6, 3, 3, dict(padding=1)),
+    "groups2_goff3_stride2_nonsquare": (
+        2, 6, 7, 5, 4, 3, 2, dict(groups=2, g_off=3, stride=2, padding=(1, 0), bias=False)
+    ),
+    "dilation2_goff2_no_mask": (
+        1, 4, 9, 8, 4, 2, 3, dict(g_off=2, padding=2, dilation=2, mask=False)
+    ),
+    "groups4_goff2_across_groups": (1, 8, 4, 5, 12, 2, 2, dict(groups=4, g_off=2, padding=1)),
+    "1x1_spatial_input": (2, 3, 1, 1, 5, 3, 3, dict(padding=1)),
+    "1x1_kernel_stride_tuple": (1, 7, 5, 6, 3, 1, 1, dict(stride=(2, 1), mask=False, bias=False)),
+    "wide_c_out_chunked": (1, 20, 4, 3, 130, 2, 2, dict(padding=1)),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
+@pytest.mark.parametrize("case", list(CASES), ids=list(CASES))
+def test_triton_matches_reference(case, dtype):
+    if dtype == torch.float16 and case == "wide_c_out_chunked":
+        pytest.skip("float32 covers the chunked-C_out path; keeps the file fast")
+    n, c, h, w, c_out, kh, kw, opts = CASES[case]
+    args, conf = make_inputs(n, c, h, w, c_out, kh, kw, dtype=dtype, **opts)
+    out_ref, grads_ref, grad_out = _run(reference.deform_conv2d, args, conf)
+    with use_backend("triton"):
+        assert resolve(args["input"].device, "deform_conv2d") == "triton"
+        out, grads, _ = _run(dc.deform_conv2d, args, conf, grad_out)
+    _assert_close(out, out_ref, dtype, "output")
+    assert set(grads) == set(grads_ref)
+    for name, g in grads.items():
+        assert g.abs().max() > 0, f"grad {name} is all zero: the case does not test it"
+        _assert_close(g, grads_ref[name], dtype, f"grad {name}")
+
+
+def test_triton_samples_far_outside_are_zero():
+    """Offsets far beyond the image (huge, clamped before the int cast) give bias only."""
+    args, conf = make_inputs(1, 3, 4, 5, 2, 3, 3, padding=1, spread=0.0)
+    with torch.no_grad():
+        args["offset"].fill_(1e9)
+    with use_backend("triton"):
+        out, grads, _ = _run(dc.deform_conv2d, args, conf)
+    torch.testing.assert_close(out, args["bias"].detach()[None, :, None, None].expand_as(out))
+    for name in ("input", "offset", "weight", "mask"):
+        assert grads[name].abs().max() == 0, name
+
+
+def test_reference_matches_torchvision_float64():
+    for name, (n, c, h, w, c_out, kh, kw, opts) in CASES.items():
+        args, conf = make_inputs(n, c, h, w, c_out, kh, kw, dtype=torch.float64, **opts)
+        out_ref, grads_ref, grad_out = _run(reference.deform_conv2d, args, conf)
+        out_tv, grads_tv, _ = _run(torchvision.ops.deform_conv2d, args, conf, grad_out)
+        torch.testing.assert_close(out_ref, out_tv, atol=1e-10, rtol=1e-10, msg=name)
+        for key, g in grads_ref.items():
+            torch.testing.assert_close(g, grads_tv[key], atol=1e-10, rtol=1e-10, msg=name + key)
+
+
+def test_reference_gradcheck_float64():
+    args, conf = make_inputs(1, 4, 4, 3, 4, 2, 3, groups=2, g_off=2, padding=1, stride=(1, 2),
+                             dtype=torch.float64, spread=1.0)  # fmt: skip
+
+    def fn(x, off, w, b, m):
+        return reference.deform_conv2d(x, off, w, b, mask=m, **conf)
+
+    assert torch.autograd.gradcheck(fn, tuple(args[k] for k in NAMES))
+
+
+def test_public_function_float64_goes_to_reference():
+    args, conf = make_inputs(1, 3, 5, 4, 2, 3, 3, padding=1, dtype=torch.float64)
+    with use_backend("triton"):
+        out, grads, grad_out = _run(dc.deform_conv2d, args, conf)
+    out_tv, grads_tv, _ = _run(torchvision.ops.deform_conv2d, args, conf, grad_out)
+    torch.testing.assert_close(out, out_tv)
+    for key, g in grads.items():
+        torch.testing.assert_close(g, grads_tv[key])
+
+
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+def test_opcheck(backend):
+    # tiny for the interpreter: opcheck runs each op about ten times
+    args, conf = make_inputs(1, 2, 3, 4, 2, 2, 2, g_off=2, padding=1, stride=(2, 1))
+    conv = ([2, 1], [1, 1], [1, 1])
+    fwd = (args["input"], args["offset"], args["weight"], args["bias"], *conv, args["mask"])
+    detached = [t.detach() if isinstance(t, torch.Tensor) else t for t in fwd]
+    grad_out = torch.randn(1, 2, 2, 5)
+    with use_backend(backend):
+        torch.library.opcheck(torch.ops.gmpvis.deform_conv2d.default, fwd)
+        torch.library.opcheck(
+            torch.ops.gmpvis.deform_conv2d_backward.default, (grad_out, *detached)
+        )
+        if backend == "torch":
+            no_opt = (*detached[:3], None, *conv, None)
+            bwd = torch.ops.gmpvis.deform_conv2d_backward.default
+            torch.library.opcheck(bwd, (grad_out, *no_opt))
+
+
+def test_torch_compile_fullgraph():
+    args, conf = make_inputs(2, 3, 5, 4, 4, 3, 3, padding=1)
+
+    def fn(x, off, w, b, m):
+        return dc.deform_conv2d(x, off, w, b, mask=m, **conf).square().sum()
+
+    compiled = torch.compile(fn, fullgraph=True, backend="aot_eager")
+    inputs = [args[k] for k in NAMES]
+    with use_backend("torch"):
+        loss = compiled(*inputs)
+        grads = torch.autograd.grad(loss, inputs)
+        loss_ref = fn(*inputs)
+        grads_ref = torch.autograd.grad(loss_ref, inputs)
+    torch.testing.assert_close(loss, loss_ref)
+    for g, r in zip(grads, grads_ref, strict=True):
+        torch.testing.assert_close(g, r)
+
+
+BAD = {
+    "input": (lambda a: a.update(input=a["input"][0]), "input"),
+    "weight_channels": (lambda a: a.update(weight=torch.randn(4, 2, 3, 3)), "weight"),
+    "weight_dtype": (lambda a: a.update(weight=a["weight"].double()), "weight"),
+    "offset_channels": (lambda a: a.update(offset=torch.randn(1, 17, 4, 5)), "offset"),
+    "offset_size": (lambda a: a.update(offset=torch.randn(1, 18, 3, 5)), "offset"),
+    "offset_groups": (lambda a: a.update(offset=torch.randn(1, 36, 4, 5)), "offset"),
+    "mask": (lambda a: a.update(mask=torch.rand(1, 18, 4, 5)), "mask"),
+    "bias": (lambda a: a.update(bias=torch.randn(5)), "bias"),
+    "stride": (lambda a: a.update(stride=0), "stride"),
+    "padding": (lambda a: a.update(padding=(1, -1)), "padding"),
+    "dilation": (lambda a: a.update(dilation=(1, 2, 3)), "dilation"),
+    "too_small": (lambda a: a.update(padding=0, input=torch.randn(1, 3, 2, 5)), "too small"),
+}
+
+
+@pytest.mark.parametrize("bad", list(BAD), ids=list(BAD))
+def test_value_errors_name_the_argument(bad):
+    kwargs = dict(
+        input=torch.randn(1, 3, 4, 5), offset=torch.randn(1, 18, 4, 5),
+        weight=torch.randn(4, 3, 3, 3), bias=torch.randn(4), mask=torch.rand(1, 9, 4, 5),
+        padding=1,
+    )  # fmt: skip
+    change, needle = BAD[bad]
+    change(kwargs)
+    with pytest.raises(ValueError, match=needle):
+        dc.deform_conv2d(**kwargs)
+
+
+def test_triton_without_interpreter_raises(monkeypatch):
+    args, conf = make_inputs(1, 3, 4, 4, 2, 3, 3, padding=1)
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    with use_backend("triton"), pytest.raises(RuntimeError, match="TRITON_INTERPRET"):
+        _run(dc.deform_conv2d, args, conf)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize(
+    "shape",
+    [
+        (2, 64, 45, 80, 64, 3, 3, dict(padding=1)),
+        (2, 96, 23, 40, 130, 3, 3, dict(groups=2, g_off=4, padding=2, dilation=2)),
+        (1, 256, 17, 33, 256, 3, 3, dict(stride=2, padding=1, mask=False)),
+        (1, 300, 12, 20, 600, 1, 3, dict(g_off=3, padding=(0, 1))),
+    ],
+    ids=["model", "groups_dilation", "c256_stride2", "wide_c_out"],
+)
+def test_gpu_matches_reference(shape, dtype):
+    n, c, h, w, c_out, kh, kw, opts = shape
+    args, conf = make_inputs(n, c, h, w, c_out, kh, kw, dtype=dtype, device="cuda", **opts)
+    out_ref, grads_ref, grad_out = _run(reference.deform_conv2d, args, conf)
+    with use_backend("triton"):
+        out, grads, _ = _run(dc.deform_conv2d, args, conf, grad_out)
+    # large reductions: scale the tolerance with the reduction length (float32 atomics order)
+    _assert_close(out, out_ref, dtype, "output")
+    for name, g in grads.items():
+        atol, rtol = TOL[dtype]
+        err = (g.double() - grads_ref[name].double()).abs().max().item()
+        scale = grads_ref[name].double().abs().max().item()
+        assert err <= 10 * (atol + rtol * scale), f"grad {name}: {err:.3g} (scale {scale:.3g})"
