@@ -105,15 +105,18 @@ def _int(value, where: str) -> int:
     return int(value)
 
 
-def _to_rle(seg, video: Video, where: str):
+def _to_rle(seg, hw: list[int], where: str, t: int):
     """One frame's segmentation -> compressed RLE dict, or None where the frame is empty.
 
     Accepts compressed RLE (counts str/bytes), uncompressed RLE (counts list) and polygons
-    (list of flat xy lists, GT only); a falsy entry (null, [], {}) means "absent".
+    (list of flat xy lists, GT only); a falsy entry (null, [], {}) means "absent". ``hw`` is
+    the video's ``[height, width]``.
     """
     if not seg:
         return None
-    hw = [video.height, video.width]
+    if type(seg) is dict and seg.get("size") == hw and type(seg.get("counts")) is str:
+        return seg  # the common case, checked without building any message
+    where = f"{where} frame {t}"
     if isinstance(seg, list):  # polygon parts, merged into one mask
         if not all(isinstance(p, list) and len(p) >= 6 and len(p) % 2 == 0 for p in seg):
             raise ValueError(f"{where}: a polygon must be lists of >= 3 (x, y) pairs")
@@ -128,13 +131,13 @@ def _to_rle(seg, video: Video, where: str):
     if isinstance(counts, list):  # uncompressed: runs must cover the h*w frame exactly
         if sum(counts) != hw[0] * hw[1]:
             raise ValueError(f"{where}: uncompressed RLE runs sum to {sum(counts)}, not h*w")
-        return mask_utils.frPyObjects(seg, *hw)
+        return mask_utils.frPyObjects({"size": hw, "counts": counts}, *hw)
     if not isinstance(counts, str | bytes):
         raise ValueError(f"{where}: RLE 'counts' must be a string, got {type(counts).__name__}")
     return {"size": hw, "counts": counts}
 
 
-def _instance(ann: dict, where: str, video: Video, kind: str) -> tuple[list, np.ndarray]:
+def _instance(ann: dict, where: str, video: Video) -> tuple[list, np.ndarray]:
     """Check and normalise ``ann['segmentations']``; returns (RLE-or-None list, areas [T])."""
     segs = _need(ann, "segmentations", where)
     if not isinstance(segs, list):
@@ -144,7 +147,8 @@ def _instance(ann: dict, where: str, video: Video, kind: str) -> tuple[list, np.
             f"{where}: 'segmentations' has {len(segs)} entries but the video has "
             f"{video.length} frames"
         )
-    rles = [_to_rle(s, video, f"{where} frame {t} ({kind})") for t, s in enumerate(segs)]
+    hw = [video.height, video.width]
+    rles = [_to_rle(s, hw, where, t) for t, s in enumerate(segs)]
     areas = np.zeros(video.length, dtype=np.float64)
     present = [t for t, r in enumerate(rles) if r is not None]
     if present:  # one pycocotools call for all frames
@@ -154,8 +158,11 @@ def _instance(ann: dict, where: str, video: Video, kind: str) -> tuple[list, np.
 
 def _mean_nonzero(areas) -> float:
     # Official semantics: mean over the truthy per-frame areas (null and 0 both skipped).
-    nz = [a for a in areas if a]
-    return float(np.mean(nz)) if nz else 0.0
+    if isinstance(areas, np.ndarray):
+        nz = areas[areas > 0]
+    else:
+        nz = np.array([a for a in areas if a], dtype=np.float64)
+    return float(nz.mean()) if nz.size else 0.0
 
 
 def load_gt(gt: str | Path | dict) -> GroundTruth:
@@ -192,7 +199,7 @@ def load_gt(gt: str | Path | dict) -> GroundTruth:
         if cid not in categories:
             raise ValueError(f"{where}: unknown category_id {cid}")
         where = f"{where} (video {vid})"
-        rles, areas = _instance(a, where, videos[vid], "segmentations")
+        rles, areas = _instance(a, where, videos[vid])
         # The size class uses the annotation's own 'areas' field, as the official code does.
         stored = a.get("areas")
         if stored is not None:
@@ -243,7 +250,7 @@ def check_results(results: list, gt: GroundTruth) -> list[Instance]:
         if cid not in gt.categories:
             raise ValueError(f"{where}: unknown category_id {cid} (not in the ground truth)")
         score = _score(r["score"], where)
-        rles, areas = _instance(r, f"{where} (video {vid})", gt.videos[vid], "segmentations")
+        rles, areas = _instance(r, f"{where} (video {vid})", gt.videos[vid])
         out.append(Instance(i + 1, vid, cid, score, False, rles, areas, _mean_nonzero(areas)))
     return out
 

@@ -105,7 +105,7 @@ def test_segmentation_length_and_rle_size(case):
     )
     seg = dict(results[2]["segmentations"][3], size=[W, H])
     wrong = dict(results[2], segmentations=[*results[2]["segmentations"][:3], seg])
-    _err(gt, [wrong], r"result 0 \(video 8\) frame 3 .*RLE size \[17, 13\] differs .*\[13, 17\]")
+    _err(gt, [wrong], r"result 0 \(video 8\) frame 3: RLE size \[17, 13\] differs .*\[13, 17\]")
     missing = {k: v for k, v in results[0].items() if k != "segmentations"}
     _err(gt, [results[1], missing], r"result 1: missing field 'segmentations'")
     garbage = dict(results[0], segmentations=[{"size": [H, W], "counts": 5}, None, None, None])
