@@ -109,7 +109,7 @@ def test_segmentation_length_and_rle_size(case):
     missing = {k: v for k, v in results[0].items() if k != "segmentations"}
     _err(gt, [results[1], missing], r"result 1: missing field 'segmentations'")
     garbage = dict(results[0], segmentations=[{"size": [H, W], "counts": 5}, None, None, None])
-    _err(gt, [garbage], r"result 0 \(video 3\) frame 0 .*'counts' must be a string")
+    _err(gt, [garbage], r"result 0 \(video 3\) frame 0: RLE 'counts' must be a string")
     uncompressed = {"size": [H, W], "counts": [H * W - 3, 3]}
     ok = evaluate(gt, [dict(results[0], segmentations=[uncompressed] + [None] * 3)])  # accepted
     assert 0.0 <= ok["AP"] < 1.0
