@@ -218,8 +218,9 @@ def sinkhorn(
     log_mu = torch.zeros(B, n1, 1, dtype=dtype, device=device)
     log_nu = torch.zeros(B, 1, n2, dtype=dtype, device=device)
     if dustbin is not None:
-        bin_col = torch.full((B, n1, 1), dustbin / tau, dtype=dtype, device=device)
-        bin_row = torch.full((B, 1, n2 + 1), dustbin / tau, dtype=dtype, device=device)
+        bin_logit = min(dustbin / tau, _LOGIT_CAP)  # capped like the scores: never inf - inf
+        bin_col = torch.full((B, n1, 1), bin_logit, dtype=dtype, device=device)
+        bin_row = torch.full((B, 1, n2 + 1), bin_logit, dtype=dtype, device=device)
         x = torch.cat([torch.cat([x, bin_col], dim=2), bin_row], dim=1)
         m = rows.sum(1).to(dtype)  # real rows
         n = cols.sum(1).to(dtype)  # real columns

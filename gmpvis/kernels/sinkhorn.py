@@ -1,3 +1,392 @@
-"""PLACEHOLDER: forwards to the reference until the Triton kernel lands (issue 2)."""
+"""Batched log-domain Sinkhorn normalisation: Triton kernels, torch.library op, public function.
 
-from gmpvis.kernels.reference import sinkhorn  # noqa: F401
+Semantics are those of :func:`gmpvis.kernels.reference.sinkhorn`: ``x = min(scores / tau,
+1e30)``, masked entries ``-inf``, an optional dustbin row and column with SuperGlue's
+marginals, then ``iters`` rounds of ``x = x - lse_row(x) + log mu; x = x - lse_col(x) + log nu``
+and ``P = exp(x)``.
+
+Kernel design: one program per batch element keeps its whole ``R x C`` matrix
+(``R = n1 [+1]``, ``C = n2 [+1]``, padded to powers of two and masked) in registers for
+every iteration, so a call reads the scores once and writes the probabilities once.
+``R`` and ``C`` are limited to :data:`MAX_SIDE` (128); larger problems raise a ValueError
+on the Triton backend (never a silent fallback).
+
+Backward (exact for the unrolled iterations, not implicit differentiation): the backward
+kernel first re-runs the forward iterations, storing the ``lse`` vector of every half
+step (``iters * (R + C)`` floats per batch element, in a small global scratch), then walks
+the iterations in reverse, entirely on chip. A half step ``x' = x - lse(x) + log mu`` has
+the vector-Jacobian product ``g_x = g' - softmax(x) * rowsum(g')`` with
+``softmax(x) = exp(x' - log mu)``; the previous iterate is rebuilt as
+``x = (x' - log mu) + lse``. Recomputing the forward instead of saving its state keeps the
+forward op a plain ``scores -> P`` op (one output, same as the reference) at the price of
+one extra forward pass in the backward.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import triton
+import triton.language as tl
+
+from gmpvis.kernels import reference
+from gmpvis.kernels._backend import resolve
+from gmpvis.kernels._checks import check_tensor
+
+MAX_SIDE = 128  # largest R (= n1 [+1]) and C (= n2 [+1]) one program holds on chip
+_CAP = 1e30  # reference._LOGIT_CAP: +inf and overflowing logits are clamped here
+_TINY = 1.1754943508222875e-38  # float32 tiny: log(tiny) is the lse of an all -inf slice
+CAP: tl.constexpr = tl.constexpr(_CAP)  # the same two, as kernel constants
+TINY: tl.constexpr = tl.constexpr(_TINY)
+
+
+# ----------------------------------------------------------------------------- Triton kernels
+
+
+@triton.jit
+def _load_problem(
+    S, RM, CM, b, n1, n2, tau, bin_logit,
+    HAS_RM: tl.constexpr, HAS_CM: tl.constexpr, HAS_BIN: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):  # fmt: skip
+    """The initial ``[BLOCK_M, BLOCK_N]`` logits, log marginals and the real-entry mask."""
+    offs_i = tl.arange(0, BLOCK_M)
+    offs_j = tl.arange(0, BLOCK_N)
+    real_i = offs_i < n1
+    real_j = offs_j < n2
+    if HAS_RM:
+        real_i = real_i & (tl.load(RM + b * n1 + offs_i, mask=offs_i < n1, other=0) != 0)
+    if HAS_CM:
+        real_j = real_j & (tl.load(CM + b * n2 + offs_j, mask=offs_j < n2, other=0) != 0)
+    real = real_i[:, None] & real_j[None, :]
+    ptrs = S + b * n1 * n2 + offs_i[:, None] * n2 + offs_j[None, :]
+    s = tl.load(ptrs, mask=real, other=float("-inf")).to(tl.float32)
+    x = tl.minimum(s / tau, CAP)
+    log_mu = tl.zeros([BLOCK_M], dtype=tl.float32)
+    log_nu = tl.zeros([BLOCK_N], dtype=tl.float32)
+    if HAS_BIN:
+        # SuperGlue marginals: the dustbin row holds mass n (real columns), the dustbin
+        # column mass m (real rows); each real row / column holds mass 1.
+        m = tl.sum(real_i.to(tl.float32), axis=0)
+        n = tl.sum(real_j.to(tl.float32), axis=0)
+        bin_i = offs_i == n1
+        bin_j = offs_j == n2
+        live = (real_i | bin_i)[:, None] & (real_j | bin_j)[None, :]
+        on_bin = live & (bin_i[:, None] | bin_j[None, :])
+        x = tl.where(on_bin, bin_logit, x)
+        log_mu = tl.where(bin_i, tl.log(tl.maximum(n, 1.0)), log_mu)
+        log_nu = tl.where(bin_j, tl.log(tl.maximum(m, 1.0)), log_nu)
+    return x, log_mu, log_nu, real
+
+
+@triton.jit
+def _lse(x, AXIS: tl.constexpr):
+    """Safe logsumexp along ``AXIS``: an all ``-inf`` slice gives ``log(tiny)``, not NaN."""
+    peak = tl.max(x, axis=AXIS)
+    peak = tl.where(peak == float("-inf"), 0.0, peak)
+    if AXIS == 1:
+        total = tl.sum(tl.exp(x - peak[:, None]), axis=1)
+    else:
+        total = tl.sum(tl.exp(x - peak[None, :]), axis=0)
+    return peak + tl.log(tl.maximum(total, TINY))
+
+
+@triton.jit
+def _iterate(
+    x, log_mu, log_nu, LSE, b, iters,
+    SAVE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):  # fmt: skip
+    """``iters`` Sinkhorn rounds on the register tile; with SAVE, the lse vectors go to LSE."""
+    offs_i = tl.arange(0, BLOCK_M)
+    offs_j = tl.arange(0, BLOCK_N)
+    for t in range(iters):
+        lse_r = _lse(x, 1)
+        x = (x - lse_r[:, None]) + log_mu[:, None]
+        lse_c = _lse(x, 0)
+        x = (x - lse_c[None, :]) + log_nu[None, :]
+        if SAVE:
+            base = LSE + (b * iters + t) * (BLOCK_M + BLOCK_N)
+            tl.store(base + offs_i, lse_r)
+            tl.store(base + BLOCK_M + offs_j, lse_c)
+    return x
+
+
+@triton.jit
+def _sinkhorn_fwd_kernel(
+    S, RM, CM, P, n1, n2, tau, bin_logit, iters,
+    HAS_RM: tl.constexpr, HAS_CM: tl.constexpr, HAS_BIN: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):  # fmt: skip
+    """One program per batch element: ``P[b] = exp(x)`` after ``iters`` rounds."""
+    b = tl.program_id(0)
+    x, log_mu, log_nu, _ = _load_problem(
+        S, RM, CM, b, n1, n2, tau, bin_logit, HAS_RM, HAS_CM, HAS_BIN, BLOCK_M, BLOCK_N
+    )
+    x = _iterate(x, log_mu, log_nu, S, b, iters, False, BLOCK_M, BLOCK_N)
+    R = n1 + 1 if HAS_BIN else n1
+    C = n2 + 1 if HAS_BIN else n2
+    offs_i = tl.arange(0, BLOCK_M)
+    offs_j = tl.arange(0, BLOCK_N)
+    inside = (offs_i < R)[:, None] & (offs_j < C)[None, :]
+    ptrs = P + b * R * C + offs_i[:, None] * C + offs_j[None, :]
+    tl.store(ptrs, tl.exp(x).to(P.dtype.element_ty), mask=inside)
+
+
+@triton.jit
+def _sinkhorn_bwd_kernel(
+    G, S, RM, CM, LSE, DS, n1, n2, tau, bin_logit, iters,
+    HAS_RM: tl.constexpr, HAS_CM: tl.constexpr, HAS_BIN: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):  # fmt: skip
+    """Recompute the forward (saving lse), then reverse the iterations: ``DS = dL/dscores``."""
+    b = tl.program_id(0)
+    x, log_mu, log_nu, real = _load_problem(
+        S, RM, CM, b, n1, n2, tau, bin_logit, HAS_RM, HAS_CM, HAS_BIN, BLOCK_M, BLOCK_N
+    )
+    x = _iterate(x, log_mu, log_nu, LSE, b, iters, True, BLOCK_M, BLOCK_N)
+    tl.debug_barrier()  # the lse stores above are read back below
+    R = n1 + 1 if HAS_BIN else n1
+    C = n2 + 1 if HAS_BIN else n2
+    offs_i = tl.arange(0, BLOCK_M)
+    offs_j = tl.arange(0, BLOCK_N)
+    inside = (offs_i < R)[:, None] & (offs_j < C)[None, :]
+    go = tl.load(G + b * R * C + offs_i[:, None] * C + offs_j[None, :], mask=inside, other=0.0)
+    g = go.to(tl.float32) * tl.exp(x)  # d exp(x) / dx = exp(x)
+    for k in range(iters):
+        t = iters - 1 - k
+        base = LSE + (b * iters + t) * (BLOCK_M + BLOCK_N)
+        # column half step: x' = x - lse_c + log nu, softmax over each column = exp(x' - log nu)
+        xc = x - log_nu[None, :]
+        g = g - tl.exp(xc) * tl.sum(g, axis=0)[None, :]
+        x = xc + tl.load(base + BLOCK_M + offs_j)[None, :]
+        # row half step
+        xr = x - log_mu[:, None]
+        g = g - tl.exp(xr) * tl.sum(g, axis=1)[:, None]
+        x = xr + tl.load(base + offs_i)[:, None]
+    # x = min(scores / tau, cap): the clamp passes the gradient only below the cap
+    ptrs = offs_i[:, None] * n2 + offs_j[None, :]
+    s = tl.load(S + b * n1 * n2 + ptrs, mask=real, other=0.0).to(tl.float32)
+    ds = tl.where(real & (s / tau < CAP), g / tau, 0.0)
+    in_scores = (offs_i < n1)[:, None] & (offs_j < n2)[None, :]
+    tl.store(DS + b * n1 * n2 + ptrs, ds.to(DS.dtype.element_ty), mask=in_scores)
+
+
+# ----------------------------------------------------------------------------- launchers
+
+
+def _blocks(n1: int, n2: int, has_bin: bool) -> tuple[int, int, int]:
+    """Power-of-two tile sides and a warp count for an ``R x C`` problem."""
+    R, C = n1 + has_bin, n2 + has_bin
+    if R > MAX_SIDE or C > MAX_SIDE:
+        raise ValueError(
+            f"sinkhorn: the Triton kernel holds the whole (n1{' + 1' if has_bin else ''}) x "
+            f"(n2{' + 1' if has_bin else ''}) matrix on chip, at most {MAX_SIDE} per side; "
+            f"got {R} x {C} (use GMPVIS_KERNELS=torch for larger problems)"
+        )
+    block_m = triton.next_power_of_2(max(R, 1))
+    block_n = triton.next_power_of_2(max(C, 1))
+    # 16 tile elements per thread (8 for tiny tiles): ptxas for sm_90 then keeps the forward
+    # in registers without spills up to 128 x 64 (~120 registers), the backward (x and g)
+    # too; 128 x 128 at 32 warps spills a few hundred bytes.
+    num_warps = min(32, max(4, block_m * block_n // 512))
+    return block_m, block_n, num_warps
+
+
+def _mask_arg(mask: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
+    # bool -> uint8 view (same bytes); a dummy pointer when absent (never read: HAS_* is False)
+    return like if mask is None else mask.contiguous().view(torch.uint8)
+
+
+def sinkhorn_fwd_triton(
+    scores: torch.Tensor,
+    iters: int,
+    tau: float,
+    row_mask: torch.Tensor | None,
+    col_mask: torch.Tensor | None,
+    dustbin: float | None,
+) -> torch.Tensor:
+    """Launch the forward kernel: ``scores [B, n1, n2]`` -> ``P [B, R, C]`` (scores' dtype)."""
+    B, n1, n2 = scores.shape
+    has_bin = dustbin is not None
+    block_m, block_n, num_warps = _blocks(n1, n2, has_bin)
+    scores = scores.contiguous()
+    out = scores.new_empty(B, n1 + has_bin, n2 + has_bin)
+    if B == 0 or out.numel() == 0:
+        return out
+    _sinkhorn_fwd_kernel[(B,)](
+        scores, _mask_arg(row_mask, scores), _mask_arg(col_mask, scores), out,
+        n1, n2, float(tau), _bin_logit(dustbin, tau), int(iters),
+        HAS_RM=row_mask is not None, HAS_CM=col_mask is not None, HAS_BIN=has_bin,
+        BLOCK_M=block_m, BLOCK_N=block_n, num_warps=num_warps,
+    )  # fmt: skip
+    return out
+
+
+def sinkhorn_bwd_triton(
+    grad: torch.Tensor,
+    scores: torch.Tensor,
+    iters: int,
+    tau: float,
+    row_mask: torch.Tensor | None,
+    col_mask: torch.Tensor | None,
+    dustbin: float | None,
+) -> torch.Tensor:
+    """Launch the backward kernel: ``grad [B, R, C]`` -> ``dL/dscores [B, n1, n2]``."""
+    B, n1, n2 = scores.shape
+    has_bin = dustbin is not None
+    block_m, block_n, num_warps = _blocks(n1, n2, has_bin)
+    scores = scores.contiguous()
+    grad = grad.contiguous()
+    d_scores = torch.empty_like(scores)
+    if scores.numel() == 0:
+        return d_scores
+    lse = torch.empty(B, max(iters, 1), block_m + block_n, device=scores.device)
+    _sinkhorn_bwd_kernel[(B,)](
+        grad, scores, _mask_arg(row_mask, scores), _mask_arg(col_mask, scores), lse, d_scores,
+        n1, n2, float(tau), _bin_logit(dustbin, tau), int(iters),
+        HAS_RM=row_mask is not None, HAS_CM=col_mask is not None, HAS_BIN=has_bin,
+        BLOCK_M=block_m, BLOCK_N=block_n, num_warps=num_warps,
+    )  # fmt: skip
+    return d_scores
+
+
+def _bin_logit(dustbin: float | None, tau: float) -> float:
+    """``dustbin / tau`` in double, capped like the scores (the kernel rounds it to float32)."""
+    return 0.0 if dustbin is None else min(dustbin / tau, _CAP)
+
+
+# ----------------------------------------------------------------------------- torch.library
+
+
+def _use_triton(scores: torch.Tensor) -> bool:
+    return scores.dtype != torch.float64 and resolve(scores.device, "sinkhorn") == "triton"
+
+
+@torch.library.custom_op("gmpvis::sinkhorn", mutates_args=())
+def _sinkhorn_op(
+    scores: torch.Tensor,
+    iters: int,
+    tau: float,
+    row_mask: torch.Tensor | None,
+    col_mask: torch.Tensor | None,
+    dustbin: float | None,
+) -> torch.Tensor:
+    if _use_triton(scores):
+        return sinkhorn_fwd_triton(scores, iters, tau, row_mask, col_mask, dustbin)
+    out = reference.sinkhorn(
+        scores, iters, tau=tau, row_mask=row_mask, col_mask=col_mask, dustbin=dustbin
+    )
+    return out.contiguous()
+
+
+@_sinkhorn_op.register_fake
+def _(scores, iters, tau, row_mask, col_mask, dustbin):
+    B, n1, n2 = scores.shape
+    extra = 0 if dustbin is None else 1
+    return scores.new_empty(B, n1 + extra, n2 + extra)
+
+
+@torch.library.custom_op("gmpvis::sinkhorn_backward", mutates_args=())
+def _sinkhorn_backward_op(
+    grad: torch.Tensor,
+    scores: torch.Tensor,
+    iters: int,
+    tau: float,
+    row_mask: torch.Tensor | None,
+    col_mask: torch.Tensor | None,
+    dustbin: float | None,
+) -> torch.Tensor:
+    if _use_triton(scores):
+        return sinkhorn_bwd_triton(grad, scores, iters, tau, row_mask, col_mask, dustbin)
+
+    # torch.func.vjp, not enable_grad + autograd.grad: a custom op body runs below the
+    # Autograd dispatch key, where enable_grad() records no graph; functorch re-enables it.
+    def forward(leaf: torch.Tensor) -> torch.Tensor:
+        return reference.sinkhorn(
+            leaf, iters, tau=tau, row_mask=row_mask, col_mask=col_mask, dustbin=dustbin
+        )
+
+    _, vjp = torch.func.vjp(forward, scores)
+    (d_scores,) = vjp(grad.to(scores.dtype))
+    return d_scores
+
+
+@_sinkhorn_backward_op.register_fake
+def _(grad, scores, iters, tau, row_mask, col_mask, dustbin):
+    return torch.empty_like(scores)
+
+
+def _setup_context(ctx, inputs, output):
+    scores, iters, tau, row_mask, col_mask, dustbin = inputs
+    ctx.save_for_backward(scores, row_mask, col_mask)
+    ctx.args = (iters, tau, dustbin)
+
+
+def _backward(ctx, grad):
+    scores, row_mask, col_mask = ctx.saved_tensors
+    iters, tau, dustbin = ctx.args
+    d_scores = _sinkhorn_backward_op(grad, scores, iters, tau, row_mask, col_mask, dustbin)
+    return d_scores, None, None, None, None, None
+
+
+_sinkhorn_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+# ----------------------------------------------------------------------------- public function
+
+
+def sinkhorn(
+    scores: torch.Tensor,
+    iters: int,
+    *,
+    tau: float = 1.0,
+    row_mask: torch.Tensor | None = None,
+    col_mask: torch.Tensor | None = None,
+    dustbin: float | None = None,
+) -> torch.Tensor:
+    """Batched log-domain Sinkhorn normalisation (see :func:`reference.sinkhorn`).
+
+    Args:
+        scores: ``[B, n1, n2]`` logits (float16, bfloat16, float32; float64 runs the reference).
+        iters: number of (row, column) normalisation rounds, ``>= 0``.
+        tau: temperature ``> 0`` (at least float32's smallest normal number), ``x = scores / tau``.
+        row_mask / col_mask: ``[B, n1]`` / ``[B, n2]`` bool, True for real rows / columns.
+        dustbin: a score for an extra row and column with SuperGlue's marginals, or None.
+
+    Returns:
+        ``[B, n1, n2]`` (or ``[B, n1 + 1, n2 + 1]`` with a dustbin) probabilities in
+        ``scores``' dtype; masked and all ``-inf`` rows / columns are exactly 0.
+
+    The Triton backend holds the whole matrix on chip: ``n1 (+1)`` and ``n2 (+1)`` must be at
+    most :data:`MAX_SIDE`, else ValueError.
+    """
+    dims: dict[str, int] = {}
+    check_tensor("sinkhorn", "scores", scores, ("B", "n1", "n2"), dims)
+    if isinstance(iters, bool) or not isinstance(iters, int) or iters < 0:
+        raise ValueError(f"sinkhorn: iters must be an int >= 0, got {iters!r}")
+    if isinstance(tau, bool) or not isinstance(tau, (int, float)):
+        raise ValueError(f"sinkhorn: tau must be a float, got {type(tau).__name__}")
+    if not (math.isfinite(tau) and tau >= _TINY):
+        raise ValueError(f"sinkhorn: tau must be finite and >= {_TINY:.3g}, got {tau!r}")
+    for name, mask, spec in (
+        ("row_mask", row_mask, ("B", "n1")),
+        ("col_mask", col_mask, ("B", "n2")),
+    ):
+        if mask is not None:
+            check_tensor(
+                "sinkhorn", name, mask, spec, dims, dtypes=(torch.bool,), device=scores.device
+            )
+    if dustbin is not None:
+        if (
+            isinstance(dustbin, bool)
+            or not isinstance(dustbin, (int, float))
+            or math.isnan(dustbin)
+        ):
+            raise ValueError(
+                f"sinkhorn: dustbin must be a float (not NaN) or None, got {dustbin!r}"
+            )
+        dustbin = float(dustbin)
+    if _use_triton(scores):
+        _blocks(dims["n1"], dims["n2"], dustbin is not None)  # size limit: a clear ValueError
+    return torch.ops.gmpvis.sinkhorn(scores, iters, float(tau), row_mask, col_mask, dustbin)
