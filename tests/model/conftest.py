@@ -16,7 +16,7 @@ def synthetic_clip(T: int, H: int, W: int, num_classes: int, gen: torch.Generato
     masks = torch.zeros(T, N, H, W, dtype=torch.bool)
     boxes = torch.zeros(T, N, 4)
     valid = torch.ones(T, N, dtype=torch.bool)
-    valid[T - 1, 1] = T > 1
+    valid[T - 1, 1] = T == 1  # instance 1 leaves in the last frame of multi-frame clips
     labels = torch.randint(0, num_classes, (N,), generator=gen)
     for n in range(N):
         bh = int(torch.randint(H // 5, H // 3, (1,), generator=gen))

@@ -1,0 +1,165 @@
+"""Hungarian matcher, set losses and L_match."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from gmpvis.config import set_field
+from gmpvis.model import build_criterion, build_model
+from gmpvis.model.matcher import HungarianMatcher, resize_target_masks
+
+QUERY_OF = (7, 2)  # query that predicts instance 0 / instance 1 in the "perfect" outputs
+
+
+def test_resize_target_masks_pads_and_averages():
+    masks = torch.zeros(2, 1, 13, 10, dtype=torch.bool)
+    masks[0, 0, 4:8, 0:4] = True  # exactly cell (1, 0) at stride 4
+    masks[1, 0, 0:2, 0:4] = True  # half of cell (0, 0)
+    out = resize_target_masks(masks, (4, 3), 4)
+    assert out.shape == (2, 1, 4, 3) and out.dtype == torch.float32
+    expected0 = torch.zeros(4, 3)
+    expected0[1, 0] = 1
+    torch.testing.assert_close(out[0, 0], expected0)
+    assert out[1, 0, 0, 0] == 0.5 and out[1, 0].sum() == 0.5
+
+
+def perfect_outputs(targets, cfg, stride, hw, noise=0.0):
+    """Outputs whose query QUERY_OF[n] predicts instance n exactly in every frame."""
+    B, T = len(targets), targets[0]["boxes"].shape[0]
+    Q, C, E = cfg.model.num_queries, cfg.model.num_classes, cfg.model.embed_dim
+    logits = torch.full((B, T, Q, C), -8.0)
+    boxes = torch.rand(B, T, Q, 4) * 0.3 + 0.2
+    masks = torch.full((B, T, Q, *hw), -8.0) + noise * torch.randn(B, T, Q, *hw)
+    embeds = torch.zeros(B, T, Q, E)
+    for b, tgt in enumerate(targets):
+        soft = resize_target_masks(tgt["masks"], hw, stride)
+        for t in range(T):
+            for n in range(tgt["labels"].numel()):
+                if not tgt["valid"][t, n]:
+                    continue
+                q = QUERY_OF[n]
+                logits[b, t, q, tgt["labels"][n]] = 8.0
+                boxes[b, t, q] = tgt["boxes"][t, n]
+                masks[b, t, q] = torch.where(soft[t, n] > 0.5, 8.0, -8.0)
+                embeds[b, t, q, n] = 1.0  # one-hot identity (read by the dummy GM head)
+    return {
+        "pred_logits": logits,
+        "pred_boxes": boxes,
+        "pred_masks": masks,
+        "pred_embeds": embeds,
+    }
+
+
+def test_matcher_finds_the_perfect_queries(tiny_cfg, batch_factory):
+    frames, pad, targets = batch_factory(B=2, T=3, H=72, W=88)
+    out = perfect_outputs(targets, tiny_cfg, 8, (9, 11))
+    indices = HungarianMatcher(tiny_cfg)(
+        out, targets, [resize_target_masks(t["masks"], (9, 11), 8) for t in targets]
+    )
+    for b in range(2):
+        for t in range(3):
+            q, g = indices[b][t]
+            visible = targets[b]["valid"][t].nonzero().flatten().tolist()
+            assert sorted(g.tolist()) == visible  # the invisible instance is not matched
+            assert all(QUERY_OF[gi] == qi for qi, gi in zip(q.tolist(), g.tolist(), strict=True))
+
+
+def test_perfect_predictions_have_small_losses_and_total_is_weighted_sum(tiny_cfg, batch_factory):
+    set_field(tiny_cfg, "loss.match_weight", 0.0)
+    _, _, targets = batch_factory(B=2, T=3, H=72, W=88)
+    crit = build_criterion(tiny_cfg)
+    perfect = perfect_outputs(targets, tiny_cfg, 8, (9, 11))
+    losses = crit(perfect, targets)
+    assert losses["loss_bbox"] < 1e-5 and losses["loss_giou"] < 1e-4
+    # dice stays > 0: binary predictions vs soft (area-averaged) boundary cells
+    assert losses["loss_dice"] < 0.35 and losses["loss_ce"] < 0.01
+    # a random prediction is much worse
+    rand = {
+        k: torch.randn_like(v) if k != "pred_boxes" else torch.rand_like(v) * 0.5 + 0.2
+        for k, v in perfect.items()
+    }
+    worse = crit(rand, targets)
+    for k in ("loss_bbox", "loss_giou", "loss_mask", "loss_dice", "loss_ce"):
+        assert worse[k] > 3 * losses[k] + 1e-3, k
+    w = tiny_cfg.loss
+    expected = (
+        w.cls_weight * worse["loss_ce"]
+        + w.bbox_weight * worse["loss_bbox"]
+        + w.giou_weight * worse["loss_giou"]
+        + w.mask_weight * worse["loss_mask"]
+        + w.dice_weight * worse["loss_dice"]
+    )
+    torch.testing.assert_close(worse["loss"], expected)
+    assert "loss_match" not in worse
+
+
+class OneHotHead(nn.Module):
+    """Dummy GM head: 0.9 where the one-hot identities agree, 0.1 elsewhere; dustbin column
+    0.7 for rows without a partner, dustbin row 0.6 for such columns, 0.05 otherwise."""
+
+    def forward(self, e1, b1, e2, b2, m1, m2):
+        sim = (e1 @ e2.transpose(1, 2)) * (m1[:, :, None] & m2[:, None, :])
+        S = 0.1 + 0.8 * sim
+        col = torch.where(sim.amax(2, keepdim=True) > 0, 0.05, 0.7)
+        row = torch.where(sim.amax(1, keepdim=True) > 0, 0.05, 0.6)
+        S = torch.cat([S, col], 2)
+        return torch.cat([S, torch.cat([row, torch.ones_like(row[:, :, :1])], 2)], 1)
+
+
+def test_match_loss_uses_identities_and_dustbin(tiny_cfg, batch_factory):
+    set_field(tiny_cfg, "loss.gm_distractors", 0)
+    set_field(tiny_cfg, "loss.match_dustbin_weight", 0.5)
+    _, _, targets = batch_factory(B=2, T=3, H=72, W=88)
+    out = perfect_outputs(targets, tiny_cfg, 8, (9, 11))
+    out["gm_head"] = OneHotHead()
+    losses = build_criterion(tiny_cfg)(out, targets)
+    # instance 1 leaves in the last frame: matched pairs get 0.9, its node in frame 1 of the
+    # (1, 2) pair goes to the dustbin column (0.7); no other dustbin entry
+    expected = -math.log(0.9) - 0.5 * math.log(0.7)
+    assert losses["loss_match"].item() == pytest.approx(expected, rel=1e-5)
+    assert losses["loss"] > tiny_cfg.loss.match_weight * losses["loss_match"]
+
+
+def test_match_loss_requires_gm_head(tiny_cfg, batch_factory):
+    _, _, targets = batch_factory(B=1, T=2)
+    out = perfect_outputs(targets, tiny_cfg, 8, (9, 11))
+    with pytest.raises(ValueError, match="gm_head"):
+        build_criterion(tiny_cfg)(out, targets)
+
+
+def test_match_loss_trains_the_embedding_head(tiny_cfg, batch_factory):
+    frames, pad, targets = batch_factory(B=2, T=3, H=72, W=88)
+    model = build_model(tiny_cfg)
+    losses = build_criterion(tiny_cfg)(model(frames, pad), targets)
+    assert losses["loss_match"] > 0.05 and torch.isfinite(losses["loss_match"])
+    losses["loss_match"].backward()
+    assert model.embed_head.layers[0].weight.grad.abs().sum() > 0
+    assert model.gm_head.node_in.weight.grad.abs().sum() > 0
+    assert model.gm_head.edge_geo.weight.grad.abs().sum() > 0  # the quadratic term is used
+    assert model.class_head.weight.grad is None or model.class_head.weight.grad.abs().sum() == 0
+
+
+def test_clip_without_instances(tiny_cfg, batch_factory):
+    frames, pad, targets = batch_factory(B=2, T=2, H=64, W=64)
+    t = targets[1]
+    targets[1] = dict(
+        t,
+        labels=t["labels"][:0],
+        instance_ids=t["instance_ids"][:0],
+        boxes=t["boxes"][:, :0],
+        masks=t["masks"][:, :0],
+        valid=t["valid"][:, :0],
+    )
+    model = build_model(tiny_cfg)
+    losses = build_criterion(tiny_cfg)(model(frames, pad), targets)
+    assert all(torch.isfinite(v) for v in losses.values())
+    losses["loss"].backward()
+
+
+def test_target_count_mismatch(tiny_cfg, batch_factory):
+    _, _, targets = batch_factory(B=2, T=2)
+    out = perfect_outputs(targets, tiny_cfg, 8, (9, 11))
+    with pytest.raises(ValueError, match="targets"):
+        build_criterion(tiny_cfg)(out, targets[:1])
