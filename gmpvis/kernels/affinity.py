@@ -24,6 +24,8 @@ Every kernel accumulates in float32; inputs float32/float16/bfloat16 (float64 ru
 reference). Triton needs ``c <= 256`` (one register tile of edge features).
 """
 
+import contextlib
+
 import torch
 import triton
 import triton.language as tl
@@ -363,6 +365,21 @@ def _(node1, node2, edge1, edge2, assign, sigma, mask1, mask2):
     return node1.new_empty(node1.shape[0], node1.shape[1], node2.shape[1])
 
 
+@contextlib.contextmanager
+def _autograd_enabled():
+    """Record autograd inside an op body.
+
+    A custom op's body runs below autograd (its dispatch keys are excluded from the local
+    TLS), where ``torch.enable_grad()`` alone records nothing: lift that exclusion.
+    (``torch.func.vjp`` would work too, but its wrappers break opcheck's schema check.)
+    """
+    exclude = torch._C._dispatch_tls_local_exclude_set()
+    exclude = exclude.remove(torch._C.DispatchKey.AutogradFunctionality)
+    include = torch._C._dispatch_tls_local_include_set()
+    with torch._C._ForceDispatchKeyGuard(include, exclude), torch.enable_grad():
+        yield
+
+
 @torch.library.custom_op("gmpvis::gm_affinity_backward", mutates_args=())
 def _gm_affinity_backward_op(
     grad: torch.Tensor,
@@ -379,13 +396,11 @@ def _gm_affinity_backward_op(
         return gm_affinity_triton_backward(
             grad, node1, node2, edge1, edge2, assign, sigma, mask1, mask2
         )
-    with torch.enable_grad():
-        inputs = [t.detach().requires_grad_(True) for t in (node1, node2, edge1, edge2, assign)]
-        out = reference.gm_affinity(*inputs, sigma=sigma, mask1=mask1, mask2=mask2)
-        grads = torch.autograd.grad(out, inputs, grad, allow_unused=True)
-    return tuple(
-        torch.zeros_like(t) if gr is None else gr for gr, t in zip(grads, inputs, strict=True)
-    )
+    with _autograd_enabled():
+        leaves = [t.detach().requires_grad_() for t in (node1, node2, edge1, edge2, assign)]
+        out = reference.gm_affinity(*leaves, sigma=sigma, mask1=mask1, mask2=mask2)
+        grads = torch.autograd.grad(out, leaves, grad)
+    return tuple(g.contiguous() for g in grads)
 
 
 @_gm_affinity_backward_op.register_fake
