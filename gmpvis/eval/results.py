@@ -153,6 +153,13 @@ def _instance(ann: dict, where: str, video: Video) -> tuple[list, np.ndarray]:
     present = [t for t, r in enumerate(rles) if r is not None]
     if present:  # one pycocotools call for all frames
         areas[present] = mask_utils.area([rles[t] for t in present])
+        # pycocotools decodes any string; a corrupt one often claims more pixels than exist.
+        over = np.flatnonzero(areas > hw[0] * hw[1])
+        if over.size:
+            raise ValueError(
+                f"{where} frame {over[0]}: RLE 'counts' decode to {int(areas[over[0]])} pixels, "
+                f"more than the {hw[0]}x{hw[1]} frame holds (corrupt string?)"
+            )
     return rles, areas
 
 

@@ -113,6 +113,10 @@ def test_segmentation_length_and_rle_size(case):
     uncompressed = {"size": [H, W], "counts": [H * W - 3, 3]}
     ok = evaluate(gt, [dict(results[0], segmentations=[uncompressed] + [None] * 3)])  # accepted
     assert 0.0 <= ok["AP"] < 1.0
+    # The counts of a full 30x30 mask under a 13x17 size: 900 pixels cannot fit.
+    bad_rle = {"size": [H, W], "counts": "0Tl0"}
+    corrupt = dict(results[0], segmentations=[None, None, bad_rle, None])
+    _err(gt, [corrupt], r"result 0 \(video 3\) frame 2: RLE 'counts' decode to 900 pixels")
     runs = {"size": [H, W], "counts": [5, 3]}
     _err(gt, [dict(results[0], segmentations=[runs] + [None] * 3)], r"runs sum to 8, not h\*w")
 
