@@ -2,9 +2,10 @@
 
 A synthetic YouTube-VIS-sized split (default 300 videos of 20 frames at 720x1280, 1-4 GT
 instances per video, 100 results per video: jittered / shifted copies of the GTs plus false
-positives, some frames null) is built with pycocotools' box rasteriser, then evaluated from
-JSON files exactly as the CLI does. Prints the time of each stage (load + validate, IoU,
-matching, accumulate) and writes ``benchmarks/results/eval.json``.
+positives, some frames null) is built with pycocotools' box rasteriser. Prints the time of
+each stage (load + validate, IoU, matching, accumulate), from JSON files as the CLI does and
+from in-memory lists as training does, compares the IoU stage with a per-pair loop on a few
+videos, and writes ``benchmarks/results/eval.json``.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from gmpvis.eval import YTVISEval, write_results
+from gmpvis.eval import YTVISEval, video_iou, write_results
 
 RESULTS_DIR = Path(__file__).parent / "results"
 
@@ -85,6 +86,46 @@ def make_split(videos: int, dets: int, T: int, h: int, w: int, cats: int, seed: 
     return gt, results
 
 
+def naive_iou(dts, gts, length: int) -> np.ndarray:
+    """Baseline: a straightforward per-pair, per-frame loop (one merge for the intersection,
+    one for the union, pycocotools areas for frames where one side is null)."""
+    out = np.zeros((len(dts), len(gts)))
+    for i, d in enumerate(dts):
+        for j, g in enumerate(gts):
+            inter = union = 0.0
+            for t in range(length):
+                a, b = d.segs[t], g.segs[t]
+                if a is not None and b is not None:
+                    inter += float(mask_utils.area(mask_utils.merge([a, b], intersect=True)))
+                    union += float(mask_utils.area(mask_utils.merge([a, b], intersect=False)))
+                elif a is not None or b is not None:
+                    union += float(mask_utils.area(a if a is not None else b))
+            out[i, j] = inter / union if union > 0 else 0.0
+    return out
+
+
+def iou_speedup(ev: YTVISEval, videos: int) -> dict:
+    """Our per-group IoU vs :func:`naive_iou` on the groups of the first ``videos`` videos."""
+    groups = [g for g in ev._groups() if g[0][0] <= videos and g[1] and g[2]]
+    lengths = [ev.gt.videos[key[0]].length for key, _, _ in groups]
+    tic = time.perf_counter()
+    ours = [video_iou(dl, gl, n) for (_, dl, gl), n in zip(groups, lengths, strict=True)]
+    ours_s = time.perf_counter() - tic
+    tic = time.perf_counter()
+    base = [naive_iou(dl, gl, n) for (_, dl, gl), n in zip(groups, lengths, strict=True)]
+    base_s = time.perf_counter() - tic
+    err = max((float(np.abs(a - b).max()) for a, b in zip(ours, base, strict=True)), default=0.0)
+    return {"videos": videos, "ours_s": ours_s, "naive_s": base_s,
+            "speedup": base_s / ours_s, "max_abs_diff": err}  # fmt: skip
+
+
+def _timed(gt, results) -> tuple[dict, dict, YTVISEval]:
+    tic = time.perf_counter()
+    ev = YTVISEval(gt, results)
+    metrics = ev.run()
+    return {**ev.timings, "total_s": time.perf_counter() - tic}, metrics, ev
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--videos", type=int, default=300)
@@ -92,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frames", type=int, default=20)
     parser.add_argument("--size", type=int, nargs=2, default=(720, 1280), metavar=("H", "W"))
     parser.add_argument("--categories", type=int, default=40)
-    parser.add_argument("--reps", type=int, default=1)
+    parser.add_argument("--baseline-videos", type=int, default=10, help="0 skips the baseline")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "eval.json")
     args = parser.parse_args(argv)
     h, w = args.size
@@ -103,19 +144,22 @@ def main(argv: list[str] | None = None) -> int:
         gt_path = Path(tmp) / "gt.json"
         gt_path.write_text(json.dumps(gt))
         res_path = write_results(results, Path(tmp) / "results.json")
-        runs = []
-        for _ in range(args.reps):
-            tic = time.perf_counter()
-            ev = YTVISEval(gt_path, res_path)
-            metrics = ev.run()
-            runs.append({**ev.timings, "total_s": time.perf_counter() - tic})
-    best = min(runs, key=lambda r: r["total_s"])
-    rows = [(k.removesuffix("_s"), v) for k, v in best.items()]
+        size_mb = res_path.stat().st_size / 2**20
+        files, metrics, _ = _timed(gt_path, res_path)
+    memory, metrics_mem, ev = _timed(gt, results)
+    assert metrics_mem == metrics
     print(f"video AP on {args.videos} videos x {args.dets} results, {args.frames} frames {h}x{w}")
-    print(f"(synthetic data generated in {gen_s:.1f} s; AP = {metrics['AP']:.4f})")
-    print(f"{'stage':<12}  seconds")
-    for name, sec in rows:
-        print(f"{name:<12}  {sec:7.3f}")
+    print(
+        f"(data generated in {gen_s:.1f} s; results.json {size_mb:.0f} MiB; AP {metrics['AP']:.4f})"
+    )
+    print(f"{'stage':<12}  {'from files (s)':>14}  {'in memory (s)':>13}")
+    for key in files:
+        print(f"{key.removesuffix('_s'):<12}  {files[key]:14.3f}  {memory[key]:13.3f}")
+    base = iou_speedup(ev, args.baseline_videos) if args.baseline_videos > 0 else None
+    if base:
+        print(f"IoU on the first {base['videos']} videos: {base['ours_s']:.3f} s vs "
+              f"{base['naive_s']:.3f} s for a per-pair loop ({base['speedup']:.1f}x), "
+              f"max |diff| {base['max_abs_diff']:.1e}")  # fmt: skip
     record = {
         "bench": "eval",
         "machine": platform.processor() or platform.machine(),
@@ -126,11 +170,13 @@ def main(argv: list[str] | None = None) -> int:
             "frames": args.frames,
             "size": [h, w],
             "categories": args.categories,
-            "reps": args.reps,
         },  # fmt: skip
         "num_results": len(results),
         "num_gt": len(gt["annotations"]),
-        "timings_s": best,
+        "results_json_mib": size_mb,
+        "timings_from_files_s": files,
+        "timings_in_memory_s": memory,
+        "iou_baseline": base,
         "metrics": {k: v for k, v in metrics.items() if k != "per_category"},
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
