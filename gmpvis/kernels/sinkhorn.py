@@ -16,15 +16,19 @@ kernel first re-runs the forward iterations, storing the ``lse`` vector of every
 step (``iters * (R + C)`` floats per batch element, in a small global scratch), then walks
 the iterations in reverse, entirely on chip. A half step ``x' = x - lse(x) + log mu`` has
 the vector-Jacobian product ``g_x = g' - softmax(x) * rowsum(g')`` with
-``softmax(x) = exp(x' - log mu)``; the previous iterate is rebuilt as
-``x = (x' - log mu) + lse``. Recomputing the forward instead of saving its state keeps the
-forward op a plain ``scores -> P`` op (one output, same as the reference) at the price of
-one extra forward pass in the backward.
+``softmax(x) = exp(x' - log mu)`` (renormalised by its sum: when float32 absorbs
+``log n`` into a huge lse, ``exp(x' - log mu)`` no longer sums to 1 but ``softmax(x')`` is
+still ``softmax(x)``); the previous iterate is rebuilt as ``x = (x' - log mu) + lse``.
+Recomputing the forward instead of saving its state keeps the forward op a plain
+``scores -> P`` op (one output, same as the reference) at the price of one extra forward
+pass in the backward.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 
 import torch
 import triton
@@ -156,13 +160,18 @@ def _sinkhorn_bwd_kernel(
     for k in range(iters):
         t = iters - 1 - k
         base = LSE + (b * iters + t) * (BLOCK_M + BLOCK_N)
-        # column half step: x' = x - lse_c + log nu, softmax over each column = exp(x' - log nu)
+        # column half step x' = x - lse_c + log nu: softmax_col(x) = exp(x' - log nu), divided
+        # by its sum (1 up to rounding, but not when float32 absorbed log(n) into a huge lse)
         xc = x - log_nu[None, :]
-        g = g - tl.exp(xc) * tl.sum(g, axis=0)[None, :]
+        p = tl.exp(xc)
+        p = p / tl.maximum(tl.sum(p, axis=0), TINY)[None, :]
+        g = g - p * tl.sum(g, axis=0)[None, :]
         x = xc + tl.load(base + BLOCK_M + offs_j)[None, :]
-        # row half step
+        # row half step, the same along the other axis
         xr = x - log_mu[:, None]
-        g = g - tl.exp(xr) * tl.sum(g, axis=1)[:, None]
+        p = tl.exp(xr)
+        p = p / tl.maximum(tl.sum(p, axis=1), TINY)[:, None]
+        g = g - p * tl.sum(g, axis=1)[:, None]
         x = xr + tl.load(base + offs_i)[:, None]
     # x = min(scores / tau, cap): the clamp passes the gradient only below the cap
     ptrs = offs_i[:, None] * n2 + offs_j[None, :]
@@ -287,6 +296,21 @@ def _(scores, iters, tau, row_mask, col_mask, dustbin):
     return scores.new_empty(B, n1 + extra, n2 + extra)
 
 
+@contextlib.contextmanager
+def _grad_recorded() -> Iterator[None]:
+    """Let autograd record inside a custom op body (the reference path of the backward op).
+
+    Op bodies run with the Autograd dispatch keys in the thread-local exclude set, where
+    ``torch.enable_grad()`` alone records no graph; drop that exclusion for the block.
+    (``torch.func.vjp`` would record too, but its wrapped tensors fail opcheck's schema test.)
+    """
+    include = torch._C._dispatch_tls_local_include_set()
+    exclude = torch._C._dispatch_tls_local_exclude_set()
+    exclude = exclude.remove(torch._C.DispatchKey.AutogradFunctionality)
+    with torch._C._ForceDispatchKeyGuard(include, exclude), torch.enable_grad():
+        yield
+
+
 @torch.library.custom_op("gmpvis::sinkhorn_backward", mutates_args=())
 def _sinkhorn_backward_op(
     grad: torch.Tensor,
@@ -300,15 +324,12 @@ def _sinkhorn_backward_op(
     if _use_triton(scores):
         return sinkhorn_bwd_triton(grad, scores, iters, tau, row_mask, col_mask, dustbin)
 
-    # torch.func.vjp, not enable_grad + autograd.grad: a custom op body runs below the
-    # Autograd dispatch key, where enable_grad() records no graph; functorch re-enables it.
-    def forward(leaf: torch.Tensor) -> torch.Tensor:
-        return reference.sinkhorn(
+    with _grad_recorded():
+        leaf = scores.detach().requires_grad_(True)
+        out = reference.sinkhorn(
             leaf, iters, tau=tau, row_mask=row_mask, col_mask=col_mask, dustbin=dustbin
         )
-
-    _, vjp = torch.func.vjp(forward, scores)
-    (d_scores,) = vjp(grad.to(scores.dtype))
+        (d_scores,) = torch.autograd.grad(out, leaf, grad)
     return d_scores
 
 
