@@ -1,0 +1,283 @@
+"""Triton multi-scale deformable attention vs the PyTorch reference.
+
+On a machine without a GPU the Triton kernels run under ``TRITON_INTERPRET=1`` (set by the root
+conftest), so shapes are tiny: the interpreter runs every program in Python.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+
+import pytest
+import torch
+
+from gmpvis.kernels import ms_deform_attn, ms_deform_attn_fused, reference, use_backend
+
+# Both paths accumulate in float32; half-precision results differ by the final rounding.
+TOL = {
+    torch.float32: {"atol": 1e-5, "rtol": 1e-4},
+    torch.float16: {"atol": 4e-3, "rtol": 4e-3},
+    torch.bfloat16: {"atol": 3e-2, "rtol": 3e-2},
+}
+
+HAS_INTERPRETER = os.environ.get("TRITON_INTERPRET", "0") == "1"
+needs_triton_cpu = pytest.mark.skipif(
+    not HAS_INTERPRETER, reason="Triton on CPU tensors needs TRITON_INTERPRET=1"
+)
+
+OPS = {
+    "weights": (ms_deform_attn, reference.ms_deform_attn),
+    "fused": (ms_deform_attn_fused, reference.ms_deform_attn_fused),
+}
+
+# (B, Q, H, D, level shapes, P): one level / one point, D not a power of two with a 1x1 level
+# and L*P = 6, only 1x1 levels (every query hits the same value rows: colliding atomics),
+# and Q spanning two query blocks.
+SHAPES = {
+    "one_level_one_point": (1, 3, 2, 8, [(3, 4)], 1),
+    "odd_d12_1x1_level": (2, 5, 2, 12, [(4, 5), (2, 3), (1, 1)], 2),
+    "all_1x1_levels": (1, 4, 2, 4, [(1, 1), (1, 1)], 3),
+    "two_query_blocks": (1, 19, 1, 16, [(5, 7), (3, 2)], 4),
+}
+
+
+def make_inputs(B, Q, H, D, shapes, P, dtype=torch.float32, device="cpu", loc_dtype=None):
+    """Random inputs; about 30% of the location coordinates fall outside [0, 1]."""
+    spatial_shapes = torch.tensor(shapes, dtype=torch.int64, device=device)
+    areas = spatial_shapes[:, 0] * spatial_shapes[:, 1]
+    level_start_index = torch.cat([areas.new_zeros(1), areas.cumsum(0)[:-1]])
+    S, L = int(areas.sum()), len(shapes)
+    value = torch.randn(B, S, H, D, device=device).to(dtype)
+    loc = (torch.rand(B, Q, H, L, P, 2, device=device) * 1.5 - 0.25).to(loc_dtype or dtype)
+    attention = (torch.randn(B, Q, H, L, P, device=device) * 2).to(dtype)
+    return value, spatial_shapes, level_start_index, loc, attention
+
+
+def run_with_grads(fn, value, spatial_shapes, level_start_index, loc, attention, grad_out=None):
+    """Output and gradients w.r.t. value, locations and attention (fresh leaves)."""
+    leaves = [t.detach().clone().requires_grad_() for t in (value, loc, attention)]
+    out = fn(leaves[0], spatial_shapes, level_start_index, leaves[1], leaves[2])
+    if grad_out is None:
+        grad_out = torch.randn_like(out)
+    grads = torch.autograd.grad(out, leaves, grad_out)
+    return out, grads, grad_out
+
+
+def assert_matches_reference(op, inputs, dtype):
+    fn, ref = OPS[op]
+    with use_backend("triton"):
+        out, grads, grad_out = run_with_grads(fn, *inputs)
+    ref_out, ref_grads, _ = run_with_grads(ref, *inputs, grad_out=grad_out)
+    assert out.dtype == ref_out.dtype == inputs[0].dtype
+    assert out.abs().max() > 0
+    torch.testing.assert_close(out, ref_out, **TOL[dtype])
+    for name, g, rg in zip(("value", "locations", op), grads, ref_grads, strict=True):
+        assert g.dtype == rg.dtype, name
+        scale = rg.abs().max().clamp_min(1.0)  # location grads scale with W_l, H_l
+        torch.testing.assert_close(g / scale, rg / scale, **TOL[dtype], msg=f"grad {name}")
+
+
+# ----------------------------------------------------------------------------- Triton vs reference
+
+
+@needs_triton_cpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
+@pytest.mark.parametrize("op", list(OPS))
+@pytest.mark.parametrize("shape", list(SHAPES))
+def test_triton_matches_reference(shape, op, dtype):
+    assert_matches_reference(op, make_inputs(*SHAPES[shape], dtype=dtype), dtype)
+
+
+@needs_triton_cpu
+def test_triton_mixed_dtypes_and_far_locations():
+    """fp16 value with fp32 locations, some locations far outside the image (all corners 0)."""
+    inputs = list(
+        make_inputs(2, 5, 1, 12, [(3, 3), (2, 1)], 2, torch.float16, loc_dtype=torch.float32)
+    )
+    inputs[3][0, :2] = inputs[3][0, :2] * 1e4 - 5e3
+    assert_matches_reference("fused", tuple(inputs), torch.float16)
+
+
+@needs_triton_cpu
+def test_triton_non_contiguous_inputs():
+    value, shapes, starts, loc, logits = make_inputs(1, 6, 2, 8, [(3, 4), (2, 2)], 2)
+    value_t = value.transpose(0, 1).contiguous().transpose(0, 1)  # same values, other strides
+    logits_t = logits.transpose(1, 2).contiguous().transpose(1, 2)
+    assert not value_t.is_contiguous() or not logits_t.is_contiguous()
+    with use_backend("triton"):
+        out = ms_deform_attn_fused(value_t, shapes, starts, loc, logits_t)
+    ref = reference.ms_deform_attn_fused(value, shapes, starts, loc, logits)
+    torch.testing.assert_close(out, ref, **TOL[torch.float32])
+
+
+@needs_triton_cpu
+def test_triton_backend_runs_the_kernels(monkeypatch):
+    """The triton backend launches the Triton kernels (not the reference) on CPU tensors."""
+    module = importlib.import_module("gmpvis.kernels.ms_deform_attn")
+    calls = []
+    for name in ("_launch_forward", "_launch_backward"):
+        launcher = getattr(module, name)
+        monkeypatch.setattr(
+            module, name, lambda *a, _f=launcher, _n=name, **k: calls.append(_n) or _f(*a, **k)
+        )
+    inputs = make_inputs(1, 2, 1, 4, [(2, 2)], 1)
+    with use_backend("triton"):
+        run_with_grads(ms_deform_attn_fused, *inputs)
+    assert calls == ["_launch_forward", "_launch_backward"]
+    with use_backend("torch"):
+        run_with_grads(ms_deform_attn_fused, *inputs)
+    assert len(calls) == 2
+
+
+def test_fused_equals_softmax_then_weights():
+    value, shapes, starts, loc, logits = make_inputs(2, 3, 2, 6, [(3, 2), (1, 1)], 3)
+    B, Q, H, L, P = logits.shape
+    weights = logits.view(B, Q, H, L * P).softmax(-1).view(B, Q, H, L, P)
+    torch.testing.assert_close(
+        ms_deform_attn_fused(value, shapes, starts, loc, logits),
+        ms_deform_attn(value, shapes, starts, loc, weights),
+    )
+
+
+# ----------------------------------------------------------------------------- reference
+
+
+def test_reference_single_pixel_hand_computed():
+    """One 2x2 level, one point: bilinear weights by hand with align_corners=False."""
+    value = torch.tensor([1.0, 2.0, 3.0, 4.0]).view(1, 4, 1, 1)  # pixels (y, x) row-major
+    shapes = torch.tensor([[2, 2]])
+    starts = torch.tensor([0])
+    # pixel x = 0.5 * 2 - 0.5 = 0.5, y = 0.25 * 2 - 0.5 = 0 -> halfway between pixels 1 and 2
+    loc = torch.tensor([0.5, 0.25]).view(1, 1, 1, 1, 1, 2)
+    weight = torch.tensor([0.5]).view(1, 1, 1, 1, 1)
+    out = reference.ms_deform_attn(value, shapes, starts, loc, weight)
+    torch.testing.assert_close(out, torch.tensor([[[0.75]]]))
+
+
+@pytest.mark.parametrize("op", list(OPS))
+def test_reference_gradcheck_float64(op):
+    _, ref = OPS[op]
+    value, shapes, starts, loc, attention = make_inputs(
+        2, 3, 2, 3, [(3, 2), (1, 1)], 2, torch.float64
+    )
+    leaves = [t.requires_grad_() for t in (value, loc, attention)]
+
+    def fn(v, x, a):
+        return ref(v, shapes, starts, x, a)
+
+    assert torch.autograd.gradcheck(fn, leaves, eps=1e-6, atol=1e-5)
+
+
+@pytest.mark.parametrize("op", list(OPS))
+def test_public_gradcheck_float64_through_custom_op(op):
+    """float64 takes the reference inside the registered op: checks the backward op wiring."""
+    fn, _ = OPS[op]
+    value, shapes, starts, loc, attention = make_inputs(
+        1, 2, 2, 3, [(2, 3), (1, 2)], 2, torch.float64
+    )
+    leaves = [t.requires_grad_() for t in (value, loc, attention)]
+    assert torch.autograd.gradcheck(
+        lambda v, x, a: fn(v, shapes, starts, x, a), leaves, eps=1e-6, atol=1e-5
+    )
+
+
+# ----------------------------------------------------------------------------- registration
+
+
+def _opcheck_args(dtype=torch.float32):
+    """Forward args with grads wanted, and backward args: ``(grad_out, *inputs)``."""
+    value, shapes, starts, loc, attention = make_inputs(1, 3, 2, 5, [(2, 3), (1, 1)], 2, dtype)
+    fwd = [t.clone().requires_grad_() for t in (value, loc, attention)]
+    grad_out = torch.randn(1, 3, 2 * 5, dtype=dtype)
+    return (fwd[0], shapes, starts, fwd[1], fwd[2]), (
+        grad_out,
+        value,
+        shapes,
+        starts,
+        loc,
+        attention,
+    )
+
+
+@pytest.mark.parametrize(
+    "backend",
+    ["torch", pytest.param("triton", marks=needs_triton_cpu)],
+)
+@pytest.mark.parametrize("op", ["ms_deform_attn", "ms_deform_attn_fused"])
+def test_opcheck(op, backend):
+    fwd_args, bwd_args = _opcheck_args()
+    with use_backend(backend):
+        torch.library.opcheck(getattr(torch.ops.gmpvis, op).default, fwd_args)
+        torch.library.opcheck(getattr(torch.ops.gmpvis, f"{op}_backward").default, bwd_args)
+
+
+@pytest.mark.parametrize("op", list(OPS))
+def test_torch_compile_fullgraph(op):
+    fn, _ = OPS[op]
+    value, shapes, starts, loc, attention = make_inputs(2, 3, 2, 4, [(3, 2), (2, 2)], 2)
+
+    def step(v, x, a):
+        return (fn(v, shapes, starts, x, a) * 1.5).sum()
+
+    # aot_eager traces the op through its fake and AOT autograd like inductor does, without
+    # spending ~15 s compiling C++ for the surrounding elementwise ops on this CPU.
+    compiled = torch.compile(step, fullgraph=True, backend="aot_eager")
+    with use_backend("torch"):
+        leaves = [t.clone().requires_grad_() for t in (value, loc, attention)]
+        eager_leaves = [t.clone().requires_grad_() for t in (value, loc, attention)]
+        got = compiled(*leaves)
+        want = step(*eager_leaves)
+        got.backward()
+        want.backward()
+    torch.testing.assert_close(got, want)
+    for a, b in zip(leaves, eager_leaves, strict=True):
+        torch.testing.assert_close(a.grad, b.grad)
+
+
+# ----------------------------------------------------------------------------- errors
+
+
+def test_value_errors_name_the_argument():
+    value, shapes, starts, loc, attention = make_inputs(1, 3, 2, 4, [(3, 2), (1, 1)], 2)
+    cases = {
+        "value": (value[0], shapes, starts, loc, attention),
+        "spatial_shapes": (value, shapes.float(), starts, loc, attention),
+        "level_start_index": (value, shapes, starts[:1], loc, attention),
+        "sampling_locations": (value, shapes, starts, loc[:, :, :1], attention),
+        "attention_weights": (value, shapes, starts, loc, attention[..., :1]),
+    }
+    for name, args in cases.items():
+        with pytest.raises(ValueError, match=name):
+            ms_deform_attn(*args)
+    with pytest.raises(ValueError, match="attention_logits"):
+        ms_deform_attn_fused(value, shapes, starts, loc, attention.int())
+    with pytest.raises(ValueError, match=r"sampling_locations.*\[B=1, Q=3, H=2, L=2, P=2, 2\]"):
+        ms_deform_attn(value, shapes, starts, loc[..., :1], attention)
+
+
+def test_triton_on_cpu_without_interpreter_raises(monkeypatch):
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    inputs = make_inputs(1, 2, 1, 4, [(2, 2)], 1)
+    with use_backend("triton"), pytest.raises(RuntimeError, match="TRITON_INTERPRET"):
+        ms_deform_attn(*inputs)
+
+
+# ----------------------------------------------------------------------------- GPU
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("op", list(OPS))
+def test_gpu_model_shape_matches_reference(op, dtype):
+    """Encoder-like shape: 4 levels, 4 points, 8 heads, D = 32, partly outside locations."""
+    shapes = [(45, 80), (23, 40), (12, 20), (6, 10)]
+    inputs = make_inputs(2, 1000, 8, 32, shapes, 4, dtype, device="cuda")
+    assert_matches_reference(op, inputs, dtype)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("op", list(OPS))
+def test_gpu_odd_shapes(op):
+    inputs = make_inputs(3, 77, 3, 12, [(7, 9), (4, 5), (1, 1)], 3, device="cuda")
+    assert_matches_reference(op, inputs, torch.float32)
