@@ -18,6 +18,7 @@ gradient (``sample^T @ grad_out`` reduced over pixels, split over programs + ato
 """
 
 import contextlib
+import math
 from typing import Optional
 
 import torch
@@ -63,11 +64,11 @@ def _tap_coords(
     HWo = H_out * W_out
     hw = ho * W_out + wo
     ch = og * K + k
-    base = (n.to(tl.int64) * (2 * G_OFF * K) + 2 * ch) * HWo + hw
+    base = (n * (2 * G_OFF * K) + 2 * ch) * HWo + hw
     oy = tl.load(off_ptr + base, mask=p_ok, other=0.0).to(tl.float32)
     ox = tl.load(off_ptr + base + HWo, mask=p_ok, other=0.0).to(tl.float32)
     if HAS_MASK:
-        mbase = (n.to(tl.int64) * (G_OFF * K) + ch) * HWo + hw
+        mbase = (n * (G_OFF * K) + ch) * HWo + hw
         m = tl.load(mask_ptr + mbase, mask=p_ok, other=0.0).to(tl.float32)
     else:
         m = tl.full(oy.shape, 1.0, tl.float32)
@@ -88,7 +89,7 @@ def _tap_coords(
     ok01 = oky0 & okx1
     ok10 = oky1 & okx0
     ok11 = oky1 & okx1
-    row = n.to(tl.int64) * H + y0
+    row = n * H + y0
     i00 = tl.where(ok00, row * W + x0, 0)
     i01 = tl.where(ok01, row * W + x0 + 1, 0)
     i10 = tl.where(ok10, (row + 1) * W + x0, 0)
@@ -109,12 +110,14 @@ def _corners(x_ptr, C, cols, c_ok, i00, i01, i10, i11, ok00, ok01, ok10, ok11):
 
 
 @triton.jit
-def _pixels(pid, N, H_out, W_out, BLOCK_P: tl.constexpr):
-    p = pid * BLOCK_P + tl.arange(0, BLOCK_P)
+def _pixels(tile, H_out, W_out, BLOCK_P: tl.constexpr):
+    """Pixel tile ``tile`` of ``N * cdiv(H_out * W_out, BLOCK_P)``: tiles never straddle two
+    images, so ``hw`` is contiguous (coalesced NCHW loads and stores)."""
     HWo = H_out * W_out
-    n = p // HWo
-    hw = p % HWo
-    return p < N * HWo, n, hw, hw // W_out, hw % W_out
+    per_image = tl.cdiv(HWo, BLOCK_P)
+    n = tile // per_image
+    hw = (tile % per_image) * BLOCK_P + tl.arange(0, BLOCK_P)
+    return hw < HWo, n, hw, hw // W_out, hw % W_out
 
 
 @triton.jit
@@ -146,6 +149,7 @@ def _fwd_kernel(
     HAS_MASK: tl.constexpr,
     HAS_BIAS: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
+    CH_ALIGN: tl.constexpr,
     BLOCK_P: tl.constexpr,
     BLOCK_C: tl.constexpr,
     BLOCK_CO: tl.constexpr,
@@ -156,7 +160,7 @@ def _fwd_kernel(
     g = pid_co // n_co
     co = (pid_co % n_co) * BLOCK_CO + tl.arange(0, BLOCK_CO)
     co_ok = co < C_OUT_G
-    p_ok, n, hw, ho, wo = _pixels(tl.program_id(0), N, H_out, W_out, BLOCK_P)
+    p_ok, n, hw, ho, wo = _pixels(tl.program_id(0), H_out, W_out, BLOCK_P)
     K = KH * KW
     c_lo = g * C_IN_G
     c_hi = c_lo + C_IN_G
@@ -196,6 +200,7 @@ def _fwd_kernel(
             w11 = (ly * lx * m)[:, None]
             c_end = tl.minimum(c_hi, (og + 1) * C_OG)
             for c0 in range(tl.maximum(c_lo, og * C_OG), c_end, BLOCK_C):
+                c0 = tl.multiple_of(c0, CH_ALIGN)  # lets the corner gathers vectorise
                 cols = c0 + tl.arange(0, BLOCK_C)
                 c_ok = cols < c_end
                 v00, v01, v10, v11 = _corners(
@@ -209,7 +214,7 @@ def _fwd_kernel(
     if HAS_BIAS:
         acc += tl.load(b_ptr + g * C_OUT_G + co, mask=co_ok, other=0.0).to(tl.float32)[None, :]
     C_OUT = C_OUT_G * (C // C_IN_G)
-    o_off = (n.to(tl.int64) * C_OUT + g * C_OUT_G)[:, None] * (H_out * W_out)
+    o_off = (n * C_OUT + g * C_OUT_G) * (H_out * W_out)
     o_off += co[None, :] * (H_out * W_out) + hw[:, None]
     tl.store(out_ptr + o_off, acc.to(out_ptr.dtype.element_ty), mask=p_ok[:, None] & co_ok[None, :])
 
@@ -246,23 +251,23 @@ def _bwd_data_kernel(
     OG_IN_ONE_GROUP: tl.constexpr,
     SINGLE_CO: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
+    CH_ALIGN: tl.constexpr,
     BLOCK_P: tl.constexpr,
     BLOCK_C: tl.constexpr,
     BLOCK_CO: tl.constexpr,
 ):
     """Program = BLOCK_P pixels, all channels: grads of input (atomics), offset and mask."""
-    p_ok, n, hw, ho, wo = _pixels(tl.program_id(0), N, H_out, W_out, BLOCK_P)
+    p_ok, n, hw, ho, wo = _pixels(tl.program_id(0), H_out, W_out, BLOCK_P)
     K = KH * KW
     HWo = H_out * W_out
     GROUPS = C // C_IN_G
     C_OUT = C_OUT_G * GROUPS
-    n64 = n.to(tl.int64)
     cor = tl.arange(0, BLOCK_CO)
     for g in range(GROUPS):
         c_lo = g * C_IN_G
         c_hi = c_lo + C_IN_G
         if SINGLE_CO:  # the whole grad_out tile of group g stays in registers
-            g_off = (n64 * C_OUT + g * C_OUT_G)[:, None] * HWo + cor[None, :] * HWo + hw[:, None]
+            g_off = (n * C_OUT + g * C_OUT_G) * HWo + cor[None, :] * HWo + hw[:, None]
             gt = tl.load(gout_ptr + g_off, mask=p_ok[:, None] & (cor < C_OUT_G)[None, :], other=0.0)
         for k in range(K):
             i = k // KW
@@ -298,6 +303,7 @@ def _bwd_data_kernel(
                 acc_m = tl.zeros((BLOCK_P,), dtype=tl.float32)
                 c_end = tl.minimum(c_hi, (og + 1) * C_OG)
                 for c0 in range(tl.maximum(c_lo, og * C_OG), c_end, BLOCK_C):
+                    c0 = tl.multiple_of(c0, CH_ALIGN)  # lets the corner gathers vectorise
                     cols = c0 + tl.arange(0, BLOCK_C)
                     c_ok = cols < c_end
                     w_row = ((g * K + k) * C_IN_G + cols - c_lo)[None, :] * C_OUT_G
@@ -314,7 +320,7 @@ def _bwd_data_kernel(
                         for co0 in range(0, C_OUT_G, BLOCK_CO):
                             co = co0 + cor
                             co_ok = co < C_OUT_G
-                            g_off = (n64 * C_OUT + g * C_OUT_G)[:, None] * HWo
+                            g_off = (n * C_OUT + g * C_OUT_G) * HWo
                             g_off += co[None, :] * HWo + hw[:, None]
                             gc = tl.load(
                                 gout_ptr + g_off, mask=p_ok[:, None] & co_ok[None, :], other=0.0
@@ -365,8 +371,8 @@ def _bwd_data_kernel(
                         sem="relaxed",
                     )
                 ch = og * K + k
-                o_off = (n64 * (2 * G_OFF * K) + 2 * ch) * HWo + hw
-                m_off = (n64 * (G_OFF * K) + ch) * HWo + hw
+                o_off = (n * (2 * G_OFF * K) + 2 * ch) * HWo + hw
+                m_off = (n * (G_OFF * K) + ch) * HWo + hw
                 if OG_IN_ONE_GROUP:  # this program is the only writer of these entries
                     tl.store(goff_ptr + o_off, acc_y, mask=p_ok)
                     tl.store(goff_ptr + o_off + HWo, acc_x, mask=p_ok)
@@ -404,10 +410,11 @@ def _bwd_weight_kernel(
     pw,
     dh,
     dw,
-    P_PER_SPLIT,
+    TILES_PER_SPLIT,
     HAS_MASK: tl.constexpr,
     ATOMIC: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
+    CH_ALIGN: tl.constexpr,
     BLOCK_P: tl.constexpr,
     BLOCK_C: tl.constexpr,
     BLOCK_CO: tl.constexpr,
@@ -423,7 +430,7 @@ def _bwd_weight_kernel(
     co_ok = co < C_OUT_G
     c_lo = g * C_IN_G + ct * BLOCK_C
     c_hi = tl.minimum(c_lo + BLOCK_C, (g + 1) * C_IN_G)
-    cols = c_lo + tl.arange(0, BLOCK_C)
+    cols = tl.multiple_of(c_lo, CH_ALIGN) + tl.arange(0, BLOCK_C)
     c_ok = cols < c_hi
     i = k // KW
     j = k % KW
@@ -431,16 +438,11 @@ def _bwd_weight_kernel(
     HWo = H_out * W_out
     C_OUT = C_OUT_G * (C // C_IN_G)
     acc = tl.zeros((BLOCK_C, BLOCK_CO), dtype=tl.float32)
-    p_start = tl.program_id(2) * P_PER_SPLIT
-    p_end = tl.minimum(p_start + P_PER_SPLIT, N * HWo)
-    for p0 in range(p_start, p_end, BLOCK_P):
-        p = p0 + tl.arange(0, BLOCK_P)
-        p_ok = p < p_end
-        n = p // HWo
-        hw = p % HWo
-        ho = hw // W_out
-        wo = hw % W_out
-        g_off = (n.to(tl.int64) * C_OUT + g * C_OUT_G)[:, None] * HWo
+    t_start = tl.program_id(2) * TILES_PER_SPLIT
+    t_end = tl.minimum(t_start + TILES_PER_SPLIT, N * tl.cdiv(HWo, BLOCK_P))
+    for t in range(t_start, t_end):
+        p_ok, n, hw, ho, wo = _pixels(t, H_out, W_out, BLOCK_P)
+        g_off = (n * C_OUT + g * C_OUT_G) * HWo
         g_off += co[None, :] * HWo + hw[:, None]
         gt = tl.load(gout_ptr + g_off, mask=p_ok[:, None] & co_ok[None, :], other=0.0)
         s = tl.zeros((BLOCK_P, BLOCK_C), dtype=tl.float32)
@@ -517,36 +519,50 @@ def _weight_tiles(weight: torch.Tensor, groups: int) -> torch.Tensor:
     return w.permute(0, 3, 2, 1).contiguous()
 
 
+def _ch_align(geo: dict) -> int:
+    """Largest power of two (<= 16) dividing every channel-chunk start: a vectorising hint."""
+    g = math.gcd(geo["C_IN_G"], geo["C_OG"])
+    return min(16, g & -g)
+
+
+def _check_int32(*tensors: torch.Tensor) -> None:
+    for t in tensors:
+        if t.numel() >= 2**31:
+            raise RuntimeError(f"{OP}: Triton kernels index with int32; got {t.numel()} elements")
+
+
 def _forward_triton(input, offset, weight, bias, stride, padding, dilation, mask):
     geo = _geometry(input, offset, weight, stride, padding, dilation)
     groups = geo["C"] // geo["C_IN_G"]
     out = input.new_empty(geo["N"], weight.shape[0], geo["H_out"], geo["W_out"])
-    P = geo["N"] * geo["H_out"] * geo["W_out"]
     if out.numel() == 0:
         return out.zero_()
+    _check_int32(input, offset, out)
     x = input.permute(0, 2, 3, 1).contiguous()  # channels-last for contiguous corner gathers
     w = _weight_tiles(weight.to(input.dtype), groups)
-    block_p = _pow2(P, 16, 64)
+    hw_out = geo["H_out"] * geo["W_out"]
+    block_p = _pow2(hw_out, 16, 64)
     block_co = _pow2(geo["C_OUT_G"], 16, 128)
     block_c = _pow2(min(geo["C_IN_G"], geo["C_OG"]), 16, 32)
-    grid = (triton.cdiv(P, block_p), groups * triton.cdiv(geo["C_OUT_G"], block_co))
+    grid = (geo["N"] * triton.cdiv(hw_out, block_p), groups * triton.cdiv(geo["C_OUT_G"], block_co))
     _fwd_kernel[grid](
         x, offset.contiguous(), x if mask is None else mask.contiguous(), w,
         x if bias is None else bias.contiguous(), out, **geo,
         HAS_MASK=mask is not None, HAS_BIAS=bias is not None,
-        DOT_PRECISION=_dot_precision(input.dtype),
-        BLOCK_P=block_p, BLOCK_C=block_c, BLOCK_CO=block_co, num_warps=4,
+        DOT_PRECISION=_dot_precision(input.dtype), CH_ALIGN=_ch_align(geo),
+        BLOCK_P=block_p, BLOCK_C=block_c, BLOCK_CO=block_co,
+        num_warps=8 if input.dtype == torch.float32 else 4,
     )  # fmt: skip
     return out
 
 
-def _split_count(tiles: int, p_tiles: int, device: torch.device) -> int:
+def _split_count(programs: int, tiles: int, device: torch.device) -> int:
     """Pixel splits of the weight-gradient reduction: about 4 programs per SM."""
     if device.type == "cuda":
         target = 4 * torch.cuda.get_device_properties(device).multi_processor_count
     else:
-        target = 2 * tiles  # interpreter: exercise the atomic reduction on small inputs
-    return max(1, min(p_tiles, triton.cdiv(target, tiles)))
+        target = 2 * programs  # interpreter: exercise the atomic reduction on small inputs
+    return max(1, min(tiles, triton.cdiv(target, programs)))
 
 
 def _backward_triton(grad_out, input, offset, weight, bias, stride, padding, dilation, mask):
@@ -554,41 +570,42 @@ def _backward_triton(grad_out, input, offset, weight, bias, stride, padding, dil
     groups = geo["C"] // geo["C_IN_G"]
     N, C, H, W = input.shape
     K = geo["KH"] * geo["KW"]
-    P = N * geo["H_out"] * geo["W_out"]
+    hw_out = geo["H_out"] * geo["W_out"]
     dt = input.dtype
     f32 = dict(dtype=torch.float32, device=input.device)
     grad_x = torch.zeros(N, H, W, C, **f32)  # channels-last float32 atomic target
     grad_off = torch.zeros(offset.shape, **f32)
     grad_mask = torch.zeros(mask.shape if mask is not None else (0,), **f32)
     grad_w = torch.zeros(groups, K, geo["C_IN_G"], geo["C_OUT_G"], **f32)
-    if P > 0 and input.numel() > 0:
+    if N * hw_out > 0 and input.numel() > 0:
+        _check_int32(input, offset, grad_out)
         x = input.permute(0, 2, 3, 1).contiguous()
         w = _weight_tiles(weight.to(dt), groups)
         go = grad_out.to(dt).contiguous()
         off = offset.contiguous()
         msk = x if mask is None else mask.contiguous()
-        block_p = _pow2(P, 16, 64)
-        block_c = _pow2(min(geo["C_IN_G"], geo["C_OG"]), 16, 32)
+        common = dict(HAS_MASK=mask is not None, DOT_PRECISION=_dot_precision(dt),
+                      CH_ALIGN=_ch_align(geo))  # fmt: skip
+        block_p = _pow2(hw_out, 16, 64)
         single_cap = 128 if dt == torch.float32 else 256  # register budget of the grad_out tile
         block_co = _pow2(geo["C_OUT_G"], 16, single_cap)
-        _bwd_data_kernel[(triton.cdiv(P, block_p),)](
-            x, off, msk, w, go, grad_x, grad_off, grad_mask, **geo,
-            HAS_MASK=mask is not None, OG_IN_ONE_GROUP=geo["C_IN_G"] % geo["C_OG"] == 0,
-            SINGLE_CO=geo["C_OUT_G"] <= block_co, DOT_PRECISION=_dot_precision(dt),
-            BLOCK_P=block_p, BLOCK_C=block_c, BLOCK_CO=block_co, num_warps=8,
+        _bwd_data_kernel[(N * triton.cdiv(hw_out, block_p),)](
+            x, off, msk, w, go, grad_x, grad_off, grad_mask, **geo, **common,
+            OG_IN_ONE_GROUP=geo["C_IN_G"] % geo["C_OG"] == 0,
+            SINGLE_CO=geo["C_OUT_G"] <= block_co, BLOCK_P=block_p,
+            BLOCK_C=_pow2(min(geo["C_IN_G"], geo["C_OG"]), 16, 32), BLOCK_CO=block_co,
+            num_warps=8,
         )  # fmt: skip
         wb_c = _pow2(geo["C_IN_G"], 16, 64)
         wb_co = _pow2(geo["C_OUT_G"], 16, 128)
-        wb_p = _pow2(P, 16, 64)
-        tiles = groups * triton.cdiv(geo["C_IN_G"], wb_c) * triton.cdiv(geo["C_OUT_G"], wb_co)
-        p_tiles = triton.cdiv(P, wb_p)
-        splits = _split_count(tiles * K, p_tiles, input.device)
-        per_split = triton.cdiv(p_tiles, splits) * wb_p
-        splits = triton.cdiv(P, per_split)
-        _bwd_weight_kernel[(tiles, K, splits)](
-            x, off, msk, go, grad_w, **geo, P_PER_SPLIT=per_split,
-            HAS_MASK=mask is not None, ATOMIC=splits > 1, DOT_PRECISION=_dot_precision(dt),
-            BLOCK_P=wb_p, BLOCK_C=wb_c, BLOCK_CO=wb_co, num_warps=4,
+        programs = groups * triton.cdiv(geo["C_IN_G"], wb_c) * triton.cdiv(geo["C_OUT_G"], wb_co)
+        tiles = N * triton.cdiv(hw_out, block_p)
+        per_split = triton.cdiv(tiles, _split_count(programs * K, tiles, input.device))
+        splits = triton.cdiv(tiles, per_split)
+        _bwd_weight_kernel[(programs, K, splits)](
+            x, off, msk, go, grad_w, **geo, **common, TILES_PER_SPLIT=per_split,
+            ATOMIC=splits > 1, BLOCK_P=block_p, BLOCK_C=wb_c, BLOCK_CO=wb_co,
+            num_warps=8 if dt == torch.float32 else 4,
         )  # fmt: skip
     grad_input = grad_x.permute(0, 3, 1, 2).to(dt).contiguous()
     grad_weight = grad_w.permute(0, 3, 2, 1).reshape(weight.shape).to(weight.dtype).contiguous()
