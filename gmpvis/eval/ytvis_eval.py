@@ -142,7 +142,12 @@ class YTVISEval:
         return groups
 
     def evaluate(self) -> None:
-        """IoU per video, then batched greedy matching; fills the per-detection arrays."""
+        """IoU per (video, category) group, then batched greedy matching.
+
+        Fills ``dt_matched`` / ``dt_ignored`` bool ``[A, T, N]`` over the N kept detections
+        (ordered by video, category, score rank), ``dt_score``, ``dt_cat``, ``dt_rank`` ``[N]``
+        and ``npig`` ``[K, A]``, the number of non-ignored GTs.
+        """
         tic = time.perf_counter()
         groups = self._groups()
         # Only same-category pairs are ever matched, so IoU is computed per group.
@@ -188,6 +193,7 @@ class YTVISEval:
         self.timings["match_s"] = time.perf_counter() - tic
 
     def _match_chunk(self, chunk, groups, ious, starts) -> None:
+        """Pad the groups of ``chunk`` to one ``[P, D, G]`` block and match them together."""
         P = len(chunk)
         D = max(len(groups[gi][1]) for gi in chunk)
         G = max(len(groups[gi][2]) for gi in chunk)
@@ -204,10 +210,8 @@ class YTVISEval:
             gt_area[p, : len(gl)] = [g.avg_area for g in gl]
             gt_crowd[p, : len(gl)] = [g.iscrowd for g in gl]
             gt_pad[p, : len(gl)] = False
-        gt_ignore = gt_crowd[:, None, :] | _out_of_range(gt_area.ravel()).reshape(A, P, G).swapaxes(
-            0, 1
-        )
-        gt_ignore |= gt_pad[:, None, :]
+        out = _out_of_range(gt_area.ravel()).reshape(A, P, G).transpose(1, 0, 2)  # [P, A, G]
+        gt_ignore = gt_crowd[:, None, :] | out | gt_pad[:, None, :]
         matched, on_ign = match_groups(iou, dt_valid, gt_ignore, gt_crowd)
         for p, gi in enumerate(chunk):
             n = len(groups[gi][1])
