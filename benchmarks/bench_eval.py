@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import tempfile
 import time
@@ -164,6 +165,8 @@ def main(argv: list[str] | None = None) -> int:
         "bench": "eval",
         "machine": platform.processor() or platform.machine(),
         "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "load_average_1min": os.getloadavg()[0],  # other jobs on the machine inflate timings
         "config": {
             "videos": args.videos,
             "dets_per_video": args.dets,
