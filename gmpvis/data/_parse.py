@@ -264,43 +264,42 @@ def parse_annotation_dict(
             blame(str_seg[i], f"compressed RLE counts {why}")
         seg_lo[str_seg], seg_hi[str_seg] = str_ptr[:-1], str_ptr[1:]
 
-    # uncompressed RLE: integers >= 0 whose sum is H*W
+    # uncompressed RLE: integers in [0, 2**32) whose sum is H*W, kept as uint32 (4 bytes a
+    # count instead of a Python int); the slow per-list path only runs to name a culprit
     u_len = np.fromiter(map(len, ulists), np.int64, len(ulists))
     u_ptr = np.zeros(len(ulists) + 1, np.int64)
     np.cumsum(u_len, out=u_ptr[1:])
-    flat = _flatten_numbers(ulists, int(u_ptr[-1]))
-    if flat is None:
-        flat = np.zeros(int(u_ptr[-1]), np.float64)
+    counts = _flatten_numbers(ulists, int(u_ptr[-1]), np.uint32)
+    if counts is None:
+        counts = np.zeros(int(u_ptr[-1]), np.uint32)
         for i, lst in enumerate(ulists):
-            part = _flatten_numbers([lst], len(lst))
+            part = _flatten_numbers([lst], len(lst), np.float64)
             if part is None:
                 blame(u_seg[i], "uncompressed RLE counts must all be numbers")
+            elif not ((part >= 0) & (part < 2**32)).all():
+                blame(u_seg[i], "uncompressed RLE counts must be integers in [0, 2**32)")
             else:
-                flat[u_ptr[i] : u_ptr[i + 1]] = part
+                counts[u_ptr[i] : u_ptr[i + 1]] = part
     if ulists:
-        wrong = (flat < 0) | (flat >= 2**32) | (flat != np.floor(flat))
-        bad = segment_sums(wrong, u_ptr) > 0
-        sums = segment_sums(np.where(wrong, 0, flat).astype(np.int64), u_ptr)
+        sums = segment_sums(counts, u_ptr)
         expect = hw_of_seg[np.asarray(u_seg)]
-        for i in np.flatnonzero(bad | (sums != expect)):
-            why = (
-                "must be integers in [0, 2**32)"
-                if bad[i]
-                else f"sum to {sums[i]}, not H*W = {expect[i]} (RLE size differs from the video)"
+        for i in np.flatnonzero(sums != expect):
+            blame(
+                u_seg[i],
+                f"uncompressed RLE counts sum to {sums[i]}, not H*W = {expect[i]} "
+                "(RLE size differs from the video)",
             )
-            blame(u_seg[i], f"uncompressed RLE counts {why}")
         seg_lo[u_seg], seg_hi[u_seg] = u_ptr[:-1], u_ptr[1:]
-    counts = np.where((flat >= 0) & (flat < 2**32), flat, 0).astype(np.uint32)
 
     # polygons: finite numbers; a polygon segment indexes a run of rings
     r_len = np.fromiter(map(len, rings), np.int64, len(rings))
     ring_ptr = np.zeros(len(rings) + 1, np.int64)
     np.cumsum(r_len, out=ring_ptr[1:])
-    coords = _flatten_numbers(rings, int(ring_ptr[-1]))
+    coords = _flatten_numbers(rings, int(ring_ptr[-1]), np.float64)
     if coords is None:
         coords = np.zeros(int(ring_ptr[-1]), np.float64)
         for i, r in enumerate(rings):
-            part = _flatten_numbers([r], len(r))
+            part = _flatten_numbers([r], len(r), np.float64)
             if part is None:
                 blame(ring_seg[i], "polygon coordinates must all be numbers")
             else:
@@ -334,11 +333,12 @@ def parse_annotation_dict(
     )
 
 
-def _flatten_numbers(lists: list[list], total: int) -> np.ndarray | None:
-    """All numbers of ``lists`` as float64 ``[total]``; None if any item is not a number."""
+def _flatten_numbers(lists: list[list], total: int, dtype) -> np.ndarray | None:
+    """All numbers of ``lists`` as ``dtype`` ``[total]``; None if one is not a number or
+    does not fit ``dtype`` (numpy truncates floats to integers)."""
     try:
-        out = np.fromiter(itertools.chain.from_iterable(lists), np.float64, total)
-    except (TypeError, ValueError):
+        out = np.fromiter(itertools.chain.from_iterable(lists), dtype, total)
+    except (TypeError, ValueError, OverflowError):
         return None
     return out
 

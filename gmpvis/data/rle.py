@@ -30,63 +30,78 @@ def rle_strings_to_counts(
         str_ptr: int64 ``[n + 1]``, string ``i`` is ``buf[str_ptr[i]:str_ptr[i + 1]]``.
 
     Returns:
-        counts: int64 ``[M]`` run counts of all strings, concatenated.
+        counts: int32 ``[M]`` run counts of all strings, concatenated.
         cnt_ptr: int64 ``[n + 1]``, the counts of string ``i`` are
             ``counts[cnt_ptr[i]:cnt_ptr[i + 1]]``.
         bad: bool ``[n]``, True where a string is malformed (a character outside '0'..'o',
-            an unterminated or over-long group, or a negative / >= 2**32 count).
+            an unterminated or over-long group, or a count >= 2**31 once wrapped to 32 bits
+            the way pycocotools does).
     """
     n = len(str_ptr) - 1
     bad = np.zeros(n, dtype=bool)
     if buf.size == 0:
-        return np.zeros(0, np.int64), np.zeros(n + 1, np.int64), bad
-    str_len = np.diff(str_ptr)
-    str_of_char = np.repeat(np.arange(n), str_len)
-    c = buf.astype(np.int64) - 48
-    out_of_range = (c < 0) | (c > 63)
-    bad[str_of_char[out_of_range]] = True
-    c = np.clip(c, 0, 63)
+        return np.zeros(0, np.int32), np.zeros(n + 1, np.int64), bad
+
+    def blame(char_pos: np.ndarray) -> None:
+        bad[np.searchsorted(str_ptr, char_pos, side="right") - 1] = True
+
+    c = buf - np.uint8(48)  # uint8: characters below '0' wrap around to > 63
+    blame(np.flatnonzero(c > 63))
     end = (c & 0x20) == 0
     # a group that continues past the end of its string is malformed; end it there so that
     # tokens never straddle two strings
-    last = (str_ptr[1:] - 1)[str_len > 0]
-    bad[str_of_char[last[~end[last]]]] = True
+    nonempty = np.diff(str_ptr) > 0
+    last = (str_ptr[1:] - 1)[nonempty]
+    blame(last[~end[last]])
     end[last] = True
 
     tok_end = np.flatnonzero(end)
     tok_start = np.concatenate(([0], tok_end[:-1] + 1))
     tok_len = tok_end - tok_start + 1
-    too_long = tok_len > MAX_TOKEN_CHARS
-    bad[str_of_char[tok_end[too_long]]] = True
-    tok_of_char = np.cumsum(end) - end
-    k = np.arange(c.size) - tok_start[tok_of_char]
-    k = np.minimum(k, MAX_TOKEN_CHARS)
-    x = np.add.reduceat((c & 0x1F) << (5 * k), tok_start)
+    blame(tok_end[tok_len > MAX_TOKEN_CHARS])
+    # value of each token: 5-bit groups, low first; most tokens have 1-2 characters
+    x = (c[tok_start] & 0x1F).astype(np.int64)
+    idx = np.flatnonzero(tok_len > 1)
+    for j in range(1, MAX_TOKEN_CHARS):
+        x[idx] |= (c[tok_start[idx] + j] & 0x1F).astype(np.int64) << (5 * j)
+        idx = idx[tok_len[idx] > j + 1]
     # sign extension: x |= -1 << 5k equals x - 2**(5k) because x < 2**(5k)
-    sign = (c[tok_end] & 0x10) != 0
-    x = np.where(sign, x - (np.int64(1) << (5 * np.minimum(tok_len, MAX_TOKEN_CHARS))), x)
+    sign = ((c[tok_end] >> 4) & 1).astype(np.int64)  # no boolean indexing: ~half are set
+    x -= sign << (5 * np.minimum(tok_len, MAX_TOKEN_CHARS))
+    # pycocotools keeps counts as 32-bit unsigned ints; int32 wrap-around arithmetic gives
+    # the same bits, so "0 <= count" below checks exactly what pycocotools would decode
+    x = x.astype(np.int32)
 
-    str_of_tok = str_of_char[tok_end]
-    cnt_ptr = np.zeros(n + 1, np.int64)
-    np.cumsum(np.bincount(str_of_tok, minlength=n), out=cnt_ptr[1:])
-    m = np.arange(x.size) - cnt_ptr[str_of_tok]
-    counts = x.copy()
-    # cnts[m] = x[m] + cnts[m-2] for m > 2: two interleaved running sums per string,
-    # the odd one starting at m = 1 and the even one at m = 2 (m = 0 stands alone)
-    for parity in (0, 1):
-        sel = (m >= 1) & (m % 2 == parity)
-        cs = np.cumsum(np.where(sel, x, 0))
-        before = np.concatenate(([0], cs))[cnt_ptr[:-1]]  # running sum before each string
-        counts[sel] = (cs - before[str_of_tok])[sel]
-    wrong = (counts < 0) | (counts >= 2**32)
-    bad[str_of_tok[wrong]] = True
+    # tokens of string i: cnt_ptr[i]:cnt_ptr[i+1] (token ends before the string start)
+    cnt_ptr = np.searchsorted(tok_end, str_ptr, side="left").astype(np.int64)
+    first = np.repeat(cnt_ptr[:-1], np.diff(cnt_ptr))  # global index of the string's token 0
+    # cnts[m] = x[m] + cnts[m-2] for m > 2: two interleaved running sums per string, the odd
+    # one from m = 1 and the even one from m = 2. Tokens of one global-index parity p hold
+    # exactly one of them: cnts[g] = S_p(g) - S_p(first), S_p = running sum over x[p::2].
+    counts = np.empty_like(x)
+    for p in (0, 1):
+        cs = np.zeros(len(x[p::2]) + 1, np.int32)
+        np.cumsum(x[p::2], dtype=np.int32, out=cs[1:])
+        upto_first = (first[p::2] - p) // 2 + 1  # parity-p tokens with index <= first
+        counts[p::2] = cs[1:] - cs[upto_first]
+    m0 = cnt_ptr[:-1][nonempty]
+    counts[m0] = x[m0]
+    wrong = np.flatnonzero(counts < 0)
+    bad[np.searchsorted(cnt_ptr, wrong, side="right") - 1] = True
     return counts, cnt_ptr, bad
 
 
 def segment_sums(values: np.ndarray, ptr: np.ndarray) -> np.ndarray:
-    """Sum of ``values[ptr[i]:ptr[i + 1]]`` for every i (empty segments give 0): ``[n]``."""
-    cs = np.concatenate(([0], np.cumsum(values, dtype=np.int64)))
-    return cs[ptr[1:]] - cs[ptr[:-1]]
+    """Sum of ``values[ptr[i]:ptr[i + 1]]`` for every i (empty ones give 0): int64 ``[n]``.
+
+    ``ptr[-1]`` must be ``len(values)`` (contiguous segments).
+    """
+    n = len(ptr) - 1
+    out = np.zeros(n, np.int64)
+    nonempty = ptr[1:] > ptr[:-1]
+    if nonempty.any():  # reduceat sums up to the next start; empty segments stay 0
+        out[nonempty] = np.add.reduceat(values, ptr[:-1][nonempty], dtype=np.int64)
+    return out
 
 
 def decode_rles(rles: list[dict], height: int, width: int) -> np.ndarray:

@@ -148,3 +148,25 @@ def test_rle_string_decoder_matches_pycocotools():
     for i, exp in enumerate(expect):
         assert counts[cnt_ptr[i] : cnt_ptr[i + 1]].tolist() == exp
     assert segment_sums(counts, cnt_ptr).tolist() == [sum(e) for e in expect]
+
+
+def test_rle_string_decoder_flags_corrupt_strings():
+    good = mask_utils.encode(np.asfortranarray(np.eye(9, 7, dtype=np.uint8)))["counts"]
+    cases = [
+        good,  # valid
+        good[:-1] + b"P",  # last group says "more follows" (0x20 set) at the string end
+        good + b" ",  # character below '0'
+        b"p" + good,  # character above 'o'
+        b"PPPPPPP0",  # an 8-character group: more than 32 bits
+        b"030G",  # "G" = -9: 4th count = -9 + 3 < 0 (delta coding from m = 3)
+        b"",  # empty
+        good,  # valid again after the bad ones
+    ]
+    buf = np.frombuffer(b"".join(cases), np.uint8)
+    ptr = np.concatenate(([0], np.cumsum([len(s) for s in cases])))
+    counts, cnt_ptr, bad = rle_strings_to_counts(buf, ptr)
+    assert bad.tolist() == [False, True, True, True, True, True, False, False]
+    exp = _runs(np.eye(9, 7, dtype=bool))
+    assert counts[cnt_ptr[0] : cnt_ptr[1]].tolist() == exp
+    assert counts[cnt_ptr[7] : cnt_ptr[8]].tolist() == exp
+    assert cnt_ptr[6] == cnt_ptr[7]  # the empty string has no counts
