@@ -6,9 +6,12 @@
     Ke(i, j, a, k) = exp(-||e1[i, j] - e2[a, k]||^2 / sigma^2)
 
 computed on the fly: for a fixed ``(i, a)`` the squared distances over ``(j, k)`` are
-``|e1_ij|^2 + |e2_ak|^2 - 2 e1_i @ e2_a^T``, one small GEMM (``tl.dot`` of a ``[J, C]`` tile
-with a ``[C, K]`` tile). Memory is O(n1 * n2) besides the inputs; the ``n1^2 n2^2`` tensor
-(or the dense ``M`` of ``reference.gm_affinity_dense``) never exists.
+``|e1_ij|^2 + |e2_ak|^2 - 2 e1_i @ e2_a^T`` (clamped at 0), one small GEMM; a program owns
+one ``i`` and a block of ``a`` and issues one ``tl.dot`` of a ``[J, C]`` tile of ``e1[i]``
+with a ``[C, A*K]`` tile of ``e2[a-block]``. Memory is O(n1 * n2) besides the inputs (plus
+the squared norms ``[B, n, n]``); the ``n1^2 n2^2`` tensor (or the dense ``M`` of
+``reference.gm_affinity_dense``) never exists. The node term is one float32 ``bmm`` added
+inside the kernel before the single rounding to the output dtype.
 
 Backward, with ``G = grad_out`` masked and ``W(i,j,a,k) = G[i,a] S[j,k] Ke(i,j,a,k)``:
 
@@ -16,7 +19,8 @@ Backward, with ``G = grad_out`` masked and ``W(i,j,a,k) = G[i,a] S[j,k] Ke(i,j,a
 * ``grad_S[j, k] = sum_{i != j, a != k} Ke G[i, a]``: the forward quadratic kernel run on the
   transposed edges ``e1[i, j] -> e1^T[j, i]`` (a stride swap) with ``G`` in place of ``S``;
 * ``grad_e1[i, j] = -2/sigma^2 (e1_ij sum_{a,k} W - sum_{a,k} W e2_ak)``: one program per
-  ``(i, block of j)`` loops over ``a`` (a second ``tl.dot``: ``W_a [J, K] @ e2_a [K, C]``);
+  ``(i, block of j)`` loops over blocks of ``a`` (a second ``tl.dot``:
+  ``W [J, A*K] @ e2 [A*K, C]``);
 * ``grad_e2`` is the same kernel with the graphs swapped (``e2, e1, S^T, G^T``), no sign
   change: ``-2/sigma^2 (e2_ak sum W - sum W e1_ij) = 2/sigma^2 sum W (e1_ij - e2_ak)``.
 
