@@ -120,9 +120,9 @@ def iou_speedup(ev: YTVISEval, videos: int) -> dict:
             "speedup": base_s / ours_s, "max_abs_diff": err}  # fmt: skip
 
 
-def _timed(gt, results) -> tuple[dict, dict, YTVISEval]:
+def _timed(gt, results, workers: int = 1) -> tuple[dict, dict, YTVISEval]:
     tic = time.perf_counter()
-    ev = YTVISEval(gt, results)
+    ev = YTVISEval(gt, results, workers=workers)
     metrics = ev.run()
     return {**ev.timings, "total_s": time.perf_counter() - tic}, metrics, ev
 
@@ -134,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frames", type=int, default=20)
     parser.add_argument("--size", type=int, nargs=2, default=(720, 1280), metavar=("H", "W"))
     parser.add_argument("--categories", type=int, default=40)
+    parser.add_argument("--workers", type=int, default=1, help="processes for the IoU stage")
     parser.add_argument("--baseline-videos", type=int, default=10, help="0 skips the baseline")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "eval.json")
     args = parser.parse_args(argv)
@@ -146,8 +147,8 @@ def main(argv: list[str] | None = None) -> int:
         gt_path.write_text(json.dumps(gt))
         res_path = write_results(results, Path(tmp) / "results.json")
         size_mb = res_path.stat().st_size / 2**20
-        files, metrics, _ = _timed(gt_path, res_path)
-    memory, metrics_mem, ev = _timed(gt, results)
+        files, metrics, _ = _timed(gt_path, res_path, args.workers)
+    memory, metrics_mem, ev = _timed(gt, results, args.workers)
     assert metrics_mem == metrics
     print(f"video AP on {args.videos} videos x {args.dets} results, {args.frames} frames {h}x{w}")
     print(

@@ -20,10 +20,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gt", required=True, help="YouTube-VIS annotation JSON")
     parser.add_argument("--results", required=True, help="results.json or results.zip")
     parser.add_argument("--out", default=None, help="write the metrics JSON here")
+    parser.add_argument("--workers", type=int, default=1, help="processes for the IoU stage")
     args = parser.parse_args(argv)
     start = time.perf_counter()
     try:
-        metrics = evaluate(args.gt, args.results)
+        metrics = evaluate(args.gt, args.results, workers=args.workers)
     except (ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
