@@ -54,6 +54,15 @@ def test_make_result_round_trips_masks(case):
             np.testing.assert_array_equal(mask_utils.decode(seg).astype(bool), m[t])
 
 
+def test_make_result_accepts_torch_and_checks_shape(case):
+    import torch
+
+    _, results, masks = case
+    assert make_result(3, 2, 0.9, torch.from_numpy(masks[0])) == results[0]
+    with pytest.raises(ValueError, match=r"masks: expected \[T, H, W\], got shape \(13, 17\)"):
+        make_result(3, 2, 0.9, masks[0, 0])
+
+
 def test_write_json_and_zip_round_trip(case, tmp_path):
     gt, results, _ = case
     json_path, zip_path = write_submission(results, tmp_path / "sub")
