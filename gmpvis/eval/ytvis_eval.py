@@ -343,17 +343,18 @@ def evaluate(gt, results, *, max_dets=MAX_DETS, workers: int = 1) -> dict:
 
 
 def format_table(metrics: dict) -> str:
-    """Fixed-width table of the summary metrics followed by per-category AP (x100)."""
+    """Fixed-width table of the summary metrics, then per-category AP; values x100, n/a = -1."""
 
     def fmt(v: float) -> str:
         return "   n/a" if v < 0 else f"{100 * v:6.2f}"
 
     keys = [k for k in (*SUMMARY_KEYS, "AR100", "ARs", "ARm", "ARl") if k in metrics]
-    lines = [" | ".join(f"{k:>6}" for k in keys), " | ".join(fmt(metrics[k]) for k in keys)]
-    lines.insert(1, "-+-".join("-" * 6 for _ in keys))
+    lines = ["YouTube-VIS video AP (x100; n/a: no GT in that range)"]
+    lines += [" | ".join(f"{k:>6}" for k in keys), "-+-".join("-" * 6 for _ in keys)]
+    lines += [" | ".join(fmt(metrics[k]) for k in keys)]
     per_cat = metrics.get("per_category", {})
     if per_cat:
         width = max(8, *(len(n) for n in per_cat))
-        lines += ["", f"{'category':<{width}} | AP", f"{'-' * width}-+-{'-' * 6}"]
+        lines += ["", f"{'category':<{width}} |     AP", f"{'-' * width}-+-{'-' * 6}"]
         lines += [f"{n:<{width}} | {fmt(v)}" for n, v in per_cat.items()]
     return "\n".join(lines)
