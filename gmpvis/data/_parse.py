@@ -130,7 +130,6 @@ def parse_annotation_dict(
             index_of[videos[i]["id"]] = i
 
     kinds: list[int] = []
-    refs: list[int] = []  # index into the list of its kind
     strs: list[str] = []
     str_seg: list[int] = []
     ulists: list[list] = []
@@ -159,6 +158,10 @@ def parse_annotation_dict(
         if a.get("category_id") not in cat_ids:
             problems.append(f"{where}: unknown category_id {a.get('category_id')!r:.40}")
             continue
+        iscrowd = a.get("iscrowd", 0)
+        if iscrowd not in (0, 1):  # also accepts JSON true/false
+            problems.append(f"{where}: 'iscrowd' must be 0 or 1, got {iscrowd!r:.40}")
+            continue
         segs = a.get("segmentations")
         if not isinstance(segs, list) or len(segs) != length:
             n = len(segs) if isinstance(segs, list) else type(segs).__name__
@@ -170,7 +173,6 @@ def parse_annotation_dict(
             seg_id = len(kinds)
             if s is None or (isinstance(s, list) and not s):
                 kinds.append(SEG_NULL)
-                refs.append(0)
             elif isinstance(s, dict):
                 size, counts = s.get("size"), s.get("counts")
                 if size != [h, w]:
@@ -182,12 +184,10 @@ def parse_annotation_dict(
                     break
                 if isinstance(counts, str):
                     kinds.append(SEG_RLE)
-                    refs.append(len(strs))
                     strs.append(counts)
                     str_seg.append(seg_id)
                 elif isinstance(counts, list):
                     kinds.append(SEG_URLE)
-                    refs.append(len(ulists))
                     ulists.append(counts)
                     u_seg.append(seg_id)
                 else:
@@ -206,8 +206,13 @@ def parse_annotation_dict(
                     )
                     ok = False
                     break
+                if not all(type(x) in (int, float) for r in s for x in r):
+                    problems.append(
+                        f"{where}: segmentations[{t}] polygon coordinates must all be numbers"
+                    )
+                    ok = False
+                    break
                 kinds.append(SEG_POLY)
-                refs.append(len(rings))
                 rings.extend(s)
                 ring_seg.extend([seg_id] * len(s))
             else:
@@ -218,13 +223,13 @@ def parse_annotation_dict(
                 ok = False
                 break
         if not ok:  # drop this annotation's partial segments
-            del kinds[start:], refs[start:]
+            del kinds[start:]
             for lst, owner in ((strs, str_seg), (ulists, u_seg), (rings, ring_seg)):
                 while owner and owner[-1] >= start:
                     owner.pop()
                     lst.pop()
             continue
-        anns.append((aid, vidx, a["category_id"], int(a.get("iscrowd", 0) or 0), start))
+        anns.append((aid, vidx, a["category_id"], int(iscrowd), start))
         ann_of_seg.extend([len(anns) - 1] * length)
 
     # ---- vectorised content checks ------------------------------------------------------
@@ -265,7 +270,9 @@ def parse_annotation_dict(
         seg_lo[str_seg], seg_hi[str_seg] = str_ptr[:-1], str_ptr[1:]
 
     # uncompressed RLE: integers in [0, 2**32) whose sum is H*W, kept as uint32 (4 bytes a
-    # count instead of a Python int); the slow per-list path only runs to name a culprit
+    # count instead of a Python int); the slow per-list path only runs to name a culprit.
+    # (Per-item type checks would cost more than the JSON parse: like numpy, this accepts
+    # numeric strings and truncates floats; the H*W sum check still applies.)
     u_len = np.fromiter(map(len, ulists), np.int64, len(ulists))
     u_ptr = np.zeros(len(ulists) + 1, np.int64)
     np.cumsum(u_len, out=u_ptr[1:])
@@ -291,19 +298,11 @@ def parse_annotation_dict(
             )
         seg_lo[u_seg], seg_hi[u_seg] = u_ptr[:-1], u_ptr[1:]
 
-    # polygons: finite numbers; a polygon segment indexes a run of rings
+    # polygons (numbers, checked above): finite; a polygon segment indexes a run of rings
     r_len = np.fromiter(map(len, rings), np.int64, len(rings))
     ring_ptr = np.zeros(len(rings) + 1, np.int64)
     np.cumsum(r_len, out=ring_ptr[1:])
-    coords = _flatten_numbers(rings, int(ring_ptr[-1]), np.float64)
-    if coords is None:
-        coords = np.zeros(int(ring_ptr[-1]), np.float64)
-        for i, r in enumerate(rings):
-            part = _flatten_numbers([r], len(r), np.float64)
-            if part is None:
-                blame(ring_seg[i], "polygon coordinates must all be numbers")
-            else:
-                coords[ring_ptr[i] : ring_ptr[i + 1]] = part
+    coords = np.fromiter(itertools.chain.from_iterable(rings), np.float64, int(ring_ptr[-1]))
     if rings:
         nonfinite = segment_sums(~np.isfinite(coords), ring_ptr) > 0
         for i in np.flatnonzero(nonfinite):

@@ -127,6 +127,18 @@ def m_dup_ann(d):
     return a, "'id' must be a unique integer"
 
 
+def m_iscrowd(d):
+    a = d["annotations"][-1]
+    a["iscrowd"] = "yes"
+    return a, "'iscrowd' must be 0 or 1, got 'yes'"
+
+
+def m_poly_text(d):
+    a, t = _seg(d, "poly")
+    a["segmentations"][t][0][3] = "12"
+    return a, rf"segmentations\[{t}\] polygon coordinates must all be numbers"
+
+
 CASES = [
     m_seg_len,
     m_rle_size,
@@ -142,6 +154,8 @@ CASES = [
     m_seg_type,
     m_category,
     m_dup_ann,
+    m_iscrowd,
+    m_poly_text,
 ]
 
 

@@ -219,3 +219,16 @@ def test_build_dataset_from_config(make_dataset):
     assert len(build_dataset(cfg, "all")) == len(full)
     gt = hold.ann.to_dict()  # ground truth for a local AP
     assert {v["id"] for v in gt["videos"]} == set(hold.ann.video_ids.tolist())
+
+
+def test_retries_prefer_clips_with_visible_instances(make_dataset):
+    # instances exist only in frame 0 of a 12-frame video; a 2-frame clip with max_gap 1
+    # contains frame 0 with probability 1/11
+    tiny = make_dataset(n_videos=1, lengths=(12, 12), null_prob=1.0)
+    kw = dict(clip_len=2, max_gap=1)
+    lazy = YTVISDataset(tiny.ann_file, tiny.frames_root, retries=0, **kw)
+    keen = YTVISDataset(tiny.ann_file, tiny.frames_root, retries=100, **kw)
+    lazy_n = [len(lazy[0][1]["labels"]) for _ in range(20)]
+    keen_draws = [keen[0][1] for _ in range(20)]
+    assert min(lazy_n) == 0
+    assert all(len(t["labels"]) > 0 and t["frame_indices"][0] == 0 for t in keen_draws)
