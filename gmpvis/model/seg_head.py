@@ -12,10 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gmpvis import kernels
-
-
-def _gn(channels: int) -> nn.GroupNorm:
-    return nn.GroupNorm(32 if channels % 32 == 0 else 8, channels)
+from gmpvis.model.encoder import group_norm
 
 
 class ModulatedDeformConv(nn.Module):
@@ -36,7 +33,7 @@ class ModulatedDeformConv(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``[N, cin, h, w]`` -> ``[N, cout, h, w]``."""
-        om = self.offset_conv(x)
+        om = self.offset_conv(x).to(x.dtype)  # autocast may give the conv another dtype
         offset, mask = om[:, :18], 2.0 * om[:, 18:].sigmoid()
         return kernels.deform_conv2d(
             x, offset, self.weight.to(x.dtype), self.bias.to(x.dtype), padding=1, mask=mask
@@ -49,7 +46,7 @@ class DeformBlock(nn.Module):
     def __init__(self, cin: int, cout: int) -> None:
         super().__init__()
         self.conv = ModulatedDeformConv(cin, cout)
-        self.norm = _gn(cout)
+        self.norm = group_norm(cout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.relu(self.norm(self.conv(x)))
@@ -77,7 +74,7 @@ class PixelDecoder(nn.Module):
             )
         self.mask_stride = mask_stride
         self.lateral = nn.ModuleList(
-            nn.Sequential(nn.Conv2d(backbone_channels[s], hidden_dim, 1), _gn(hidden_dim))
+            nn.Sequential(nn.Conv2d(backbone_channels[s], hidden_dim, 1), group_norm(hidden_dim))
             for s in self.bb_strides
         )
         n_fuse = len(self.enc_strides) - 1 + len(self.bb_strides)

@@ -119,3 +119,14 @@ def test_r50_forward_small_input():
         out = model(torch.randn(1, 2, 3, 64, 64))
     assert out["pred_masks"].shape == (1, 2, 3, 16, 16)
     assert torch.isfinite(out["pred_logits"]).all()
+
+
+def test_bf16_autocast_forward_and_loss(tiny_cfg, batch_factory):
+    frames, pad, targets = batch_factory(B=1, T=2, H=48, W=56)
+    model = build_model(tiny_cfg)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(frames, pad)
+        losses = build_criterion(tiny_cfg)(out, targets)
+    assert all(torch.isfinite(v) for v in losses.values())
+    losses["loss"].backward()
+    assert torch.isfinite(model.embed_head.layers[0].weight.grad).all()
