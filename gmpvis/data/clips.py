@@ -62,9 +62,10 @@ def masks_to_boxes(masks: torch.Tensor) -> torch.Tensor:
     return torch.where(valid[..., None], box.float(), 0.0)
 
 
-def read_frame(path: str, expect_hw: tuple[int, int] | None = None, video=None) -> np.ndarray:
-    """One frame as uint8 ``[H, W, 3]``; a missing/unreadable/mis-sized file raises naming it."""
-    where = f" (video id {video})" if video is not None else ""
+def read_frame(path: str, expect_hw: tuple[int, int] | None = None, video: str = "") -> np.ndarray:
+    """One frame as uint8 ``[H, W, 3]``; a missing/unreadable/mis-sized file raises naming it
+    (and ``video``, a label such as "id 7")."""
+    where = f" (video {video})" if video else ""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"frame {path}{where} does not exist")
     try:
@@ -165,7 +166,7 @@ class YTVISDataset(torch.utils.data.Dataset):
         hw = (info.height, info.width)
         frames = np.stack(
             [
-                read_frame(os.path.join(self.frames_root, info.file_names[t]), hw, info.id)
+                read_frame(os.path.join(self.frames_root, info.file_names[t]), hw, f"id {info.id}")
                 for t in idx
             ]
         )

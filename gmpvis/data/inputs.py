@@ -75,7 +75,7 @@ class FrameFilesSource(VideoSource):
 
     def frames(self) -> Iterator[np.ndarray]:
         for p in self.paths:
-            yield read_frame(p, (self.height, self.width), self.name)
+            yield read_frame(p, (self.height, self.width), f"id {self.video_id}, {self.name}")
 
 
 class VideoFileSource(VideoSource):

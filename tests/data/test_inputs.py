@@ -104,7 +104,7 @@ def test_frame_folder_size_change_is_named(tmp_path):
     _write_frames(folder, 2, 10, 12)
     _write_frames(folder, 1, 9, 12, names=["2.png"])
     [src] = read_frame_folder(folder)
-    with pytest.raises(ValueError, match=r"2\.png \(video id clip\) is 9x12"):
+    with pytest.raises(ValueError, match=r"2\.png \(video id 0, clip\) is 9x12"):
         list(src.frames())
 
 
