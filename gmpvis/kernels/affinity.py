@@ -214,11 +214,11 @@ def _gm_edge_grad_kernel(
 # ----------------------------------------------------------------------------- launchers
 
 
-# Tile caps. GPU: ``rows * BLOCK_C <= 4096`` keeps the [R, C] and [J, R] tiles in registers.
+# Tile caps. GPU: [R, C] and [J, R] tiles of <= 4096 float32 each stay in registers.
 # CPU (the interpreter): wide tiles, few programs, since its cost is per op, not per element.
 # Tests shrink these to exercise every loop (several j-, a- and k-blocks) on tiny graphs.
 TILE_CAPS = {
-    "gpu": {"rows": 128, "j": 64, "elems": 4096},
+    "gpu": {"rows": 128, "j": 32, "elems": 4096},
     "cpu": {"rows": 1024, "j": 128, "elems": 1 << 20},
 }
 

@@ -13,6 +13,8 @@ import math
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
 import gmpvis.kernels.affinity as aff
 from gmpvis.kernels import gm_affinity, reference, use_backend
@@ -170,6 +172,38 @@ def test_quadratic_term_by_brute_force():
             if j != i and k != a
         )
         assert abs(float(out[i, a] - node[i, a]) - q) < 1e-5
+
+
+class _LargestTensor(TorchDispatchMode):
+    """Records the size in bytes of the largest tensor any aten op produces while active."""
+
+    def __init__(self):
+        super().__init__()
+        self.nbytes = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in tree_leaves(out):
+            if isinstance(t, torch.Tensor):
+                self.nbytes = max(self.nbytes, t.numel() * t.element_size())
+        return out
+
+
+def test_triton_memory_is_linear_in_inputs():
+    """No intermediate of the Triton launchers exceeds the largest input (edges) or
+    B * n1 * n2; the reference builds B * n1^2 * n2^2 * c."""
+    B, n1, n2, c = 2, 7, 6, 3
+    tensors, kw = make_inputs(B, n1, n2, c, 2, masks=True)
+    args = [tensors[k] for k in NAMES]
+    masks = (kw["mask1"], kw["mask2"])
+    with _LargestTensor() as tri:
+        out = aff.gm_affinity_triton_forward(*args, kw["sigma"], *masks)
+        aff.gm_affinity_triton_backward(torch.randn_like(out), *args, kw["sigma"], *masks)
+    with _LargestTensor() as ref:
+        reference.gm_affinity(*args, **kw)
+    # float32: 4 bytes (the interpreter also moves tensors as byte views)
+    assert tri.nbytes <= 4 * max(B * n1 * n1 * c, B * n2 * n2 * c, B * n1 * n2)
+    assert ref.nbytes >= 4 * B * n1 * n1 * n2 * n2 * c
 
 
 # ----------------------------------------------------------------------------- dense Kronecker
