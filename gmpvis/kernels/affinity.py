@@ -41,6 +41,7 @@ from gmpvis.kernels._checks import check_tensor
 OP = "gm_affinity"
 MAX_C = 256
 LOG2E = 1.4426950408889634  # exp(x) = exp2(x * log2(e))
+FLT_MAX = 3.0e38  # just below float32's largest finite value
 
 
 # ----------------------------------------------------------------------------- kernels
@@ -252,6 +253,12 @@ def _check_c(c: int) -> None:
         raise ValueError(f"{OP}: the Triton kernel supports edge features c <= {MAX_C}, got {c}")
 
 
+def _scale(sigma: float, k: float) -> float:
+    """``k / sigma^2`` kept finite in float32, so that a zero distance still gives
+    ``exp(-0) = 1`` (not ``0 * inf = nan``) for a vanishing ``sigma``."""
+    return max(-FLT_MAX, min(FLT_MAX, k / (sigma * sigma)))
+
+
 def _sqnorm(e: torch.Tensor) -> torch.Tensor:
     """``|e[b, i, j]|^2`` in float32: ``[B, n, n]`` (O(n^2 c), once per launch)."""
     return e.float().pow(2).sum(-1)
@@ -276,7 +283,7 @@ def _quad(base, e1, e2, q1, q2, s, mask1, mask2, sigma, out_dtype):
         grid = (n1, triton.cdiv(n2, blocks["BLOCK_A"]), B)
         _gm_quad_kernel[grid](
             out, out if base is None else base, e1, e2, q1, q2, s, m1, m2,
-            n1, n2, c, LOG2E / (sigma * sigma),
+            n1, n2, c, _scale(sigma, LOG2E),
             *e1.stride(), *e2.stride(), *q1.stride(), *q2.stride(), *s.stride(), *out.stride(),
             s_m1, s_m2,
             HAS_BASE=base is not None, HAS_M1=mask1 is not None, HAS_M2=mask2 is not None,
@@ -298,7 +305,7 @@ def _edge_grad(e1, e2, q1, q2, s, g, mask1, mask2, sigma):
         grid = (n1, triton.cdiv(n1, blocks["BLOCK_J"]), B)
         _gm_edge_grad_kernel[grid](
             out, e1, e2, q1, q2, s, g, m1, m2,
-            n1, n2, c, LOG2E / (sigma * sigma), -2.0 / (sigma * sigma),
+            n1, n2, c, _scale(sigma, LOG2E), _scale(sigma, -2.0),
             *e1.stride(), *e2.stride(), *q1.stride(), *q2.stride(), *s.stride(), *g.stride(),
             *out.stride(), s_m1, s_m2,
             HAS_M1=mask1 is not None, HAS_M2=mask2 is not None, **blocks,

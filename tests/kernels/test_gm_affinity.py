@@ -157,6 +157,19 @@ def test_masked_equals_compacted_graph(backend):
     assert (out[~m1] == 0).all() and (out.transpose(1, 2)[~m2] == 0).all()
 
 
+@pytest.mark.parametrize("sigma", [1e-20, 1e-3, 1e3, 1e25])
+def test_extreme_sigma(sigma):
+    """Tiny sigma: only exactly equal edges count (exp(-0) = 1, never 0 * inf = nan)."""
+    tensors, kw = make_inputs(1, 4, 3, 2, 3)
+    tensors["edge2"][0, 1, 2] = tensors["edge1"][0, 0, 3]  # one exact edge match
+    kw["sigma"] = sigma
+    ref = reference.gm_affinity(**tensors, **kw)
+    with use_backend("triton"):
+        out = gm_affinity(**tensors, **kw)
+    assert torch.isfinite(out).all()
+    torch.testing.assert_close(out, ref, **TOL[torch.float32])
+
+
 def test_quadratic_term_by_brute_force():
     """Q against an explicit loop over (j, k) for a few entries: the semantics, not the code."""
     tensors, kw = make_inputs(1, 4, 3, 2, 2)
