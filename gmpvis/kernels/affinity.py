@@ -25,7 +25,9 @@ Backward, with ``G = grad_out`` masked and ``W(i,j,a,k) = G[i,a] S[j,k] Ke(i,j,a
   change: ``-2/sigma^2 (e2_ak sum W - sum W e1_ij) = 2/sigma^2 sum W (e1_ij - e2_ak)``.
 
 Every kernel accumulates in float32; inputs float32/float16/bfloat16 (float64 runs the
-reference). Triton needs ``c <= 256`` (one register tile of edge features).
+reference). Triton needs ``c <= 256`` (one register tile of edge features). The expanded
+distance has an absolute error of ~1e-7 * |e|^2 (float32), negligible unless ``sigma^2``
+is that small.
 """
 
 import contextlib
