@@ -175,9 +175,9 @@ def main(argv: list[str] | None = None) -> dict:
         RunOptions,
         build_stepper,
         checked_frames,
-        load_model,
         track_frames,
     )
+    from gmpvis.engine.video_inference import load_model
     from gmpvis.eval import evaluate, format_table, write_submission
 
     args.output_dir = args.output_dir or str(DEMO_DIR if args.demo else Path("outputs/infer"))

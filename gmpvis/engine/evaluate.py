@@ -31,9 +31,10 @@ def predict_videos(
     frames_root: str,
     *,
     tracker_cfg: TrackerConfig | None = None,
-    window: int = 8,
+    window: int | None = None,
 ) -> list[dict]:
-    """YouTube-VIS results for the listed videos of an annotation dict."""
+    """YouTube-VIS results for the listed videos of an annotation dict (``window=None``:
+    online, frame by frame, as ``infer.py`` runs; an int: clips of that many frames)."""
     category_ids = sorted(int(c["id"]) for c in gt["categories"])
     results: list[dict] = []
     wanted = set(int(v) for v in video_ids)

@@ -28,10 +28,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gmpvis.config import Config, config_from_dict, config_to_dict, get_config
+from gmpvis.config import Config
 from gmpvis.data.inputs import VideoSource
 from gmpvis.data.transforms import IMAGENET_MEAN, IMAGENET_STD, resized_hw
-from gmpvis.engine.checkpoint import CheckpointError, load_checkpoint
 from gmpvis.engine.tracker import FrameProposals, OnlineTracker, TrackerConfig
 from gmpvis.engine.video_inference import mask_decoder
 
@@ -70,68 +69,6 @@ class RunOptions:
         if self.cuda_graphs and self.resolve_device().type != "cuda":
             raise ValueError(f"cuda_graphs needs a CUDA device (got device {self.device!r})")
         return self
-
-
-# Model fields that do not change the network's parameters (a checkpoint of another value
-# still loads); every other field must equal the asked preset's.
-_NON_ARCH_FIELDS = {"pretrained_weights", "train_backbone", "dropout", "num_classes", "aux_loss"}
-
-
-def load_model(
-    path, *, preset: str | None = None, overrides: list[str] | None = None
-) -> tuple[nn.Module, Config, list[int]]:
-    """A trained model from a checkpoint -> (model on the CPU in eval mode, config,
-    category ids by label, possibly empty).
-
-    ``preset``: the preset the caller expects; an architecture that differs raises
-    :class:`CheckpointError` naming the file and the fields. ``overrides`` change inference
-    settings of the stored config (e.g. ``data.scales=360``).
-    """
-    from gmpvis.model import build_model
-
-    state = load_checkpoint(path)
-    try:
-        cfg = config_from_dict(state["config"])
-    except (ValueError, TypeError) as err:
-        raise CheckpointError(f"checkpoint {path}: invalid config: {err}") from err
-    if preset is not None:
-        want = config_to_dict(get_config(preset))["model"]
-        have = config_to_dict(cfg)["model"]
-        diff = [
-            f"{k}={have.get(k)!r} (preset {preset}: {v!r})"
-            for k, v in want.items()
-            if k not in _NON_ARCH_FIELDS and have.get(k) != v
-        ]
-        if diff:
-            raise CheckpointError(
-                f"checkpoint {path} is not a {preset!r} model: " + ", ".join(diff[:6])
-            )
-    if overrides:
-        from gmpvis.config import apply_overrides, validate
-
-        cfg = validate(apply_overrides(cfg, overrides))
-    model = build_model(cfg)
-    weights = state["model"]
-    if not isinstance(weights, dict):
-        raise CheckpointError(f"checkpoint {path}: 'model' is not a state dict")
-    # checkpoints of compiled / DDP models prefix the keys
-    weights = {k.removeprefix("_orig_mod.").removeprefix("module."): v for k, v in weights.items()}
-    try:
-        model.load_state_dict(weights, strict=True)
-    except RuntimeError as err:
-        first = str(err).splitlines()
-        raise CheckpointError(
-            f"checkpoint {path} does not fit its configured model "
-            f"(backbone {cfg.model.backbone}, hidden {cfg.model.hidden_dim}): "
-            + " ".join(first[:4])[:600]
-        ) from err
-    category_ids = [int(c) for c in state.get("category_ids") or []]
-    if category_ids and len(category_ids) != cfg.model.num_classes:
-        raise CheckpointError(
-            f"checkpoint {path}: {len(category_ids)} category ids for "
-            f"{cfg.model.num_classes} classes"
-        )
-    return model.eval(), cfg, category_ids
 
 
 # --------------------------------------------------------------------------- latency

@@ -194,3 +194,22 @@ def test_demo_with_shipped_checkpoint_scores(tmp_path):
     assert (tmp_path / "demo" / "results.json").is_file()
     assert (tmp_path / "demo" / "overlay.gif").is_file()
     assert summary["metrics"]["AP"] > 0.1  # random weights score ~0 on the hard demo video
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("flags", [["--cuda-graphs"], ["--compile", "--cuda-graphs"]])
+def test_gpu_bf16_graphs_write_valid_results(setup, flags):
+    _, out = run(
+        setup,
+        "--ytvis-json",
+        setup["ann"],
+        "--frames-root",
+        setup["root"],
+        "--device",
+        "cuda",
+        "--amp",
+        "bf16",
+        *flags,
+        out="gpu_" + "_".join(flags),
+    )
+    check_results(out / "results.json", {1: T, 2: T})

@@ -218,3 +218,22 @@ def test_offline_tracking_covers_every_frame(tiny):
         assert len(r["segmentations"]) == 7
         covered |= {t for t, s in enumerate(r["segmentations"]) if s is not None}
     assert covered == set(range(7))  # every frame has a proposal above a zero threshold
+
+
+def test_track_video_online_matches_loop_and_restores_mode(tiny):
+    from gmpvis.engine.video_inference import track_video
+
+    model, cfg = tiny
+    frames = random_frames(4, seed=11)
+    loop, _, _ = track_frames(build_stepper(model), iter(frames), (37, 53), cfg, OPEN)
+    model.train()
+    online = track_video(model, iter(frames), (37, 53), cfg, tracker_cfg=OPEN)
+    assert model.training  # the trainer calls this mid-training
+    clips = track_video(model, iter(frames), (37, 53), cfg, tracker_cfg=OPEN, window=2)
+    model.eval()
+    ids = [1, 2, 3, 4]
+    assert online.results(0, 4, ids) == loop.results(0, 4, ids)
+    res = clips.results(0, 4, ids)
+    assert res and all(len(r["segmentations"]) == 4 for r in res)
+    with pytest.raises(ValueError, match="window"):
+        track_video(model, iter(frames), (37, 53), cfg, window=0)
