@@ -175,6 +175,15 @@ class SetCriterion(nn.Module):
         return nll(matched) + self.dustbin_weight * nll(dust)
 
     # ------------------------------------------------------------------ total
+    @staticmethod
+    def _num_boxes(targets: list[dict], device: torch.device) -> float:
+        """Visible (instance, frame) pairs, averaged over processes when distributed (DETR)."""
+        n = torch.tensor(float(sum(int(t["valid"].sum()) for t in targets)), device=device)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(n)
+            n = n / torch.distributed.get_world_size()
+        return max(1.0, float(n))
+
     def forward(self, outputs: dict, targets: list[dict]) -> dict[str, torch.Tensor]:
         if len(targets) != outputs["pred_logits"].shape[0]:
             raise ValueError(
@@ -183,7 +192,7 @@ class SetCriterion(nn.Module):
             )
         hw = tuple(outputs["pred_masks"].shape[-2:])
         masks = [resize_target_masks(t["masks"], hw, self.mask_stride) for t in targets]
-        num_boxes = max(1.0, float(sum(int(t["valid"].sum()) for t in targets)))
+        num_boxes = self._num_boxes(targets, outputs["pred_logits"].device)
         indices = self.matcher(outputs, targets, masks)
         losses = self.frame_losses(outputs, targets, indices, masks, num_boxes)
         for i, aux in enumerate(outputs.get("aux_outputs", [])):

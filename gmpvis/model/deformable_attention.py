@@ -107,7 +107,8 @@ class MSDeformAttn(nn.Module):
                 f"MSDeformAttn: reference_points last dim must be 2 or 4, got "
                 f"{tuple(reference_points.shape)}"
             )
-        loc = loc.to(value.dtype)
+        # locations stay >= float32 (bf16 would quantise them to ~1/256 of the image)
+        loc = loc.to(torch.promote_types(value.dtype, torch.float32))
         logits = logits.to(value.dtype)
         if self.fused:
             out = kernels.ms_deform_attn_fused(

@@ -38,6 +38,12 @@ class LevelBatch:
         return out
 
 
+def group_norm(channels: int) -> nn.GroupNorm:
+    """GroupNorm with up to 32 groups of at least 2 channels (valid on 1x1 maps too)."""
+    groups = next(g for g in (32, 16, 8, 4, 2, 1) if channels % g == 0 and channels // g >= 2)
+    return nn.GroupNorm(groups, channels)
+
+
 def ffn(d_model: int, d_ff: int, dropout: float) -> nn.Sequential:
     return nn.Sequential(
         nn.Linear(d_model, d_ff),
@@ -57,7 +63,7 @@ class InputProjection(nn.Module):
         self.proj = nn.ModuleList(
             nn.Sequential(
                 nn.Conv2d(channels[s], hidden_dim, 1),
-                nn.GroupNorm(32 if hidden_dim % 32 == 0 else 8, hidden_dim),
+                group_norm(hidden_dim),
             )
             for s in self.strides
         )
@@ -66,7 +72,7 @@ class InputProjection(nn.Module):
             extra.append(
                 nn.Sequential(
                     nn.Conv2d(cin, hidden_dim, 3, 2, 1),
-                    nn.GroupNorm(32 if hidden_dim % 32 == 0 else 8, hidden_dim),
+                    group_norm(hidden_dim),
                 )
             )
             cin = hidden_dim
