@@ -241,8 +241,16 @@ class CudaGraphStep:
                 self.step(static_frame, None, static_state)
         torch.cuda.current_stream().wait_stream(side)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph), self._autocast():
-            out, new_state = self.step(static_frame, None, static_state)
+        try:
+            with torch.cuda.graph(graph), self._autocast():
+                out, new_state = self.step(static_frame, None, static_state)
+        except RuntimeError as err:
+            # e.g. a host->device copy or .item() inside the step: not capturable
+            raise RuntimeError(
+                "CUDA graph capture of model.step failed (the step must not synchronise "
+                f"with the host or copy from pageable memory): {err}; run without "
+                "--cuda-graphs, or with --compile --cuda-graphs (torch.compile's own graphs)"
+            ) from err
         return graph, static_frame, static_state, out, new_state
 
     def __call__(self, frame, pad_mask, state):
@@ -297,9 +305,12 @@ class Stepper:
     def __call__(self, frame: torch.Tensor, state):
         if self.graph_step is not None:
             return self.graph_step(frame, None, state)
+        if self.opts.compile and self.opts.cuda_graphs:
+            # a new iteration: torch.compile's graphs may now overwrite the last outputs, so
+            # the memory state (one of them, [B, K-1, M, D]: tiny) is copied out first
+            state = [s.clone() for s in state] if state is not None else None
+            torch.compiler.cudagraph_mark_step_begin()
         with self.autocast():
-            if self.opts.compile and self.opts.cuda_graphs:
-                torch.compiler.cudagraph_mark_step_begin()  # previous outputs may be reused
             return self.step(frame, None, state)
 
 

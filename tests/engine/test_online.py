@@ -155,6 +155,28 @@ def test_cuda_graph_step_matches_eager(tiny):
             b, s2 = graphed(x, s2)
             torch.testing.assert_close(b["pred_logits"], a["pred_logits"], atol=1e-4, rtol=1e-4)
     assert graphed.graph_step.graphs, "steady-state frames should replay a captured graph"
+    model.cpu()
+
+
+@pytest.mark.gpu
+def test_frame_step_does_not_synchronise(tiny):
+    """Preprocessing + model.step queue work only: results leave the GPU in the tracker."""
+    model, cfg = tiny
+    stepper = build_stepper(model, RunOptions(device="cuda", amp="bf16"))
+    pre = FramePreprocessor(cfg, torch.device("cuda"))
+    frames = random_frames(5)
+    state = None
+    with torch.no_grad():
+        for f in frames[:2]:  # first frames: lazy initialisation may synchronise
+            _, state = stepper(pre(f), state)
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            for f in frames[2:]:
+                _, state = stepper(pre(f), state)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    model.cpu()
 
 
 # ----------------------------------------------------------------------------- offline
