@@ -59,10 +59,12 @@ def cycled_frames(height: int, width: int, count: int, period: int = 16) -> Iter
         yield video.frames[t % period]
 
 
-def measure(preset, overrides, hw, frames, warmup, opts, backend="auto") -> dict:
-    """Latency of the online loop for one configuration (fresh model, fresh compile)."""
+def measure(preset, overrides, hw, frames, warmup, opts, backend="auto", offline=False) -> dict:
+    """Latency of the online loop (or offline clips of 8 overlapping by 2) for one
+    configuration (fresh model, fresh compile)."""
     from gmpvis.config import get_config
     from gmpvis.engine.online import build_stepper, track_frames
+    from gmpvis.engine.stitch import track_frames_offline
     from gmpvis.kernels._backend import use_backend
     from gmpvis.model import build_model
 
@@ -73,11 +75,11 @@ def measure(preset, overrides, hw, frames, warmup, opts, backend="auto") -> dict
     with use_backend(backend), torch.no_grad():
         stepper = build_stepper(model, opts)
         t0 = time.perf_counter()
-        _, stats, n = track_frames(
-            stepper, cycled_frames(*hw, frames), hw, cfg, tracker_load(cfg.model.num_queries)
-        )
+        run = track_frames_offline if offline else track_frames
+        _, stats, n = run(stepper, cycled_frames(*hw, frames), hw, cfg, tracker_load())
         wall = time.perf_counter() - t0
     row = {
+        "mode": "offline" if offline else "online",
         "preset": preset,
         "input": f"{hw[1]}x{hw[0]}",
         "amp": opts.amp,
@@ -101,28 +103,34 @@ def latency_rows(device: torch.device, frames: int) -> list[dict]:
     rows = []
     if device.type == "cpu":
         hw, over = (128, 128), []
-        for cl in (False, True):
-            opts = RunOptions(device="cpu", channels_last=cl)
-            rows.append(measure("tiny", over, hw, frames, 5, opts))
+        for opts, offline in [
+            (RunOptions(device="cpu"), False),
+            (RunOptions(device="cpu", channels_last=True), False),
+            (RunOptions(device="cpu"), True),
+        ]:
+            rows.append(measure("tiny", over, hw, frames + 8, 8, opts, offline=offline))
             print_rows(rows[-1:])
         return rows
     hw, over = (360, 640), ["data.scales=360", "data.max_size=640"]
     dev = str(device)
-    configs = [
-        (RunOptions(device=dev, amp="off"), "auto"),
-        (RunOptions(device=dev, amp="bf16"), "auto"),
-        (RunOptions(device=dev, amp="bf16", compile=True), "auto"),
-        (RunOptions(device=dev, amp="bf16", compile=True, cuda_graphs=True), "auto"),
-        (RunOptions(device=dev, amp="bf16", cuda_graphs=True), "auto"),
-        (RunOptions(device=dev, amp="bf16", channels_last=True), "auto"),
-        (RunOptions(device=dev, amp="bf16"), "torch"),
-        (RunOptions(device=dev, amp="bf16"), "triton"),
+    configs = [  # (options, GMPVIS_KERNELS, offline clips)
+        (RunOptions(device=dev, amp="off"), "auto", False),
+        (RunOptions(device=dev, amp="bf16"), "auto", False),
+        (RunOptions(device=dev, amp="bf16", compile=True), "auto", False),
+        (RunOptions(device=dev, amp="bf16", compile=True, cuda_graphs=True), "auto", False),
+        (RunOptions(device=dev, amp="bf16", cuda_graphs=True), "auto", False),
+        (RunOptions(device=dev, amp="bf16", channels_last=True), "auto", False),
+        (RunOptions(device=dev, amp="bf16"), "torch", False),
+        (RunOptions(device=dev, amp="bf16"), "triton", False),
+        (RunOptions(device=dev, amp="bf16"), "auto", True),
     ]
-    for opts, backend in configs:
+    for opts, backend, offline in configs:
         # compile and graph capture happen in the first frames: leave more of them out
-        warmup = 10 if (opts.compile or opts.cuda_graphs) else 5
+        warmup = 10 if (opts.compile or opts.cuda_graphs) else 8
         try:
-            rows.append(measure("r50", over, hw, frames + warmup, warmup, opts, backend))
+            rows.append(
+                measure("r50", over, hw, frames + warmup, warmup, opts, backend, offline=offline)
+            )
         except Exception as err:  # one configuration failing does not lose the others
             rows.append(
                 {
@@ -206,7 +214,7 @@ def memory_rows(device: torch.device, lengths=(100, 1000)) -> list[dict]:
 
 
 # ----------------------------------------------------------------------------- output
-COLUMNS = ["preset", "input", "amp", "compile", "cuda_graphs", "channels_last", "kernels"]
+COLUMNS = ["mode", "preset", "input", "amp", "compile", "cuda_graphs", "channels_last", "kernels"]
 COLUMNS += ["model_p50_ms", "model_p90_ms", "total_p50_ms", "total_p90_ms", "model_fps", "fps"]
 
 
