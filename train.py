@@ -77,7 +77,7 @@ def prepare_data(cfg, is_main: bool) -> Path:
     return ann_file
 
 
-def main(argv: list[str] | None = None) -> dict:
+def main(argv: list[str] | None = None) -> Trainer:
     args = parse_args(argv)
     cfg = build_config(args)
     default_num_threads()
@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> dict:
         last = trainer.train()
         if dist_info.is_main:
             print(json.dumps({"step": trainer.step, **last}, indent=1))
-        return last
+        return trainer
     finally:
         cleanup()
 

@@ -58,6 +58,21 @@ def to_float32(obj):
     return obj
 
 
+class ModelWithLoss(nn.Module):
+    """``(frames, pad_mask, targets) -> losses``: forward under autocast, losses in fp32."""
+
+    def __init__(self, model: nn.Module, criterion: nn.Module, autocast) -> None:
+        super().__init__()
+        self.model = model
+        self.criterion = criterion
+        self.autocast = autocast
+
+    def forward(self, frames: torch.Tensor, pad_mask: torch.Tensor, targets: list[dict]):
+        with self.autocast():
+            outputs = self.model(frames, pad_mask)
+        return self.criterion(to_float32(outputs), targets)
+
+
 class Trainer:
     """Builds model, criterion, optimizer and data from ``cfg`` and runs ``cfg.train``."""
 
@@ -91,16 +106,17 @@ class Trainer:
         self.step = 0
         self.output_dir = Path(cfg.train.output_dir)
         self._resume()
-        forward_model = self.model
-        if dist_info.distributed:
-            forward_model = DistributedDataParallel(
-                self.model,
-                device_ids=[self.device.index] if self.device.type == "cuda" else None,
-                find_unused_parameters=True,  # aux heads / GM head may skip a step's graph
-            )
         if cfg.train.compile:
-            forward_model = torch.compile(forward_model)
-        self.forward_model = forward_model
+            self.model.compile()  # in place: state_dict keys and DDP's parameters unchanged
+        # DDP wraps model + criterion: the criterion runs the graph matching head (L_match),
+        # so every parameter use must happen inside the DDP module's forward.
+        self.train_module: nn.Module = ModelWithLoss(self.model, self.criterion, self._autocast)
+        if dist_info.distributed:
+            self.train_module = DistributedDataParallel(
+                self.train_module,
+                device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=True,  # e.g. aux heads without matched targets
+            )
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict:
@@ -176,9 +192,7 @@ class Trainer:
         """One optimisation step; returns the (local) loss terms as floats."""
         self.model.train()
         batch = to_device(batch, self.device)
-        with self._autocast():
-            outputs = self.forward_model(batch["frames"], batch["pad_mask"])
-        losses = self.criterion(to_float32(outputs), batch["targets"])
+        losses = self.train_module(batch["frames"], batch["pad_mask"], batch["targets"])
         loss = losses["loss"]
         if not torch.isfinite(loss):
             raise FloatingPointError(
