@@ -35,31 +35,8 @@ _FP32_DOT = "tf32x3"
 
 
 @triton.jit
-def _tap_coords(
-    off_ptr,
-    mask_ptr,
-    n,
-    ho,
-    wo,
-    p_ok,
-    og,
-    k,
-    i,
-    j,
-    K,
-    G_OFF,
-    H_out,
-    W_out,
-    H,
-    W,
-    sh,
-    sw,
-    ph,
-    pw,
-    dh,
-    dw,
-    HAS_MASK: tl.constexpr,
-):
+def _tap_coords(off_ptr, mask_ptr, n, ho, wo, p_ok, og, k, i, j, K, G_OFF, H_out, W_out, H, W,
+                sh, sw, ph, pw, dh, dw, HAS_MASK: tl.constexpr):  # fmt: skip
     """Corner indices (into ``[N*H*W]``), validity, fractions and modulation of one tap."""
     HWo = H_out * W_out
     hw = ho * W_out + wo
@@ -121,39 +98,11 @@ def _pixels(tile, H_out, W_out, BLOCK_P: tl.constexpr):
 
 
 @triton.jit
-def _fwd_kernel(
-    x_ptr,
-    off_ptr,
-    mask_ptr,
-    w_ptr,
-    b_ptr,
-    out_ptr,
-    N,
-    C,
-    H,
-    W,
-    H_out,
-    W_out,
-    C_OUT_G,
-    C_IN_G,
-    C_OG,
-    G_OFF,
-    KH,
-    KW,
-    sh,
-    sw,
-    ph,
-    pw,
-    dh,
-    dw,
-    HAS_MASK: tl.constexpr,
-    HAS_BIAS: tl.constexpr,
-    DOT_PRECISION: tl.constexpr,
-    CH_ALIGN: tl.constexpr,
-    BLOCK_P: tl.constexpr,
-    BLOCK_C: tl.constexpr,
-    BLOCK_CO: tl.constexpr,
-):
+def _fwd_kernel(x_ptr, off_ptr, mask_ptr, w_ptr, b_ptr, out_ptr, N, C, H, W, H_out, W_out,
+                C_OUT_G, C_IN_G, C_OG, G_OFF, KH, KW, sh, sw, ph, pw, dh, dw,
+                HAS_MASK: tl.constexpr, HAS_BIAS: tl.constexpr, DOT_PRECISION: tl.constexpr,
+                CH_ALIGN: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
+                BLOCK_CO: tl.constexpr):  # fmt: skip
     """Program = [BLOCK_P pixels] x [BLOCK_CO output channels of conv group g]."""
     pid_co = tl.program_id(1)
     n_co = tl.cdiv(C_OUT_G, BLOCK_CO)
@@ -220,42 +169,12 @@ def _fwd_kernel(
 
 
 @triton.jit
-def _bwd_data_kernel(
-    x_ptr,
-    off_ptr,
-    mask_ptr,
-    w_ptr,
-    gout_ptr,
-    gx_ptr,
-    goff_ptr,
-    gmask_ptr,
-    N,
-    C,
-    H,
-    W,
-    H_out,
-    W_out,
-    C_OUT_G,
-    C_IN_G,
-    C_OG,
-    G_OFF,
-    KH,
-    KW,
-    sh,
-    sw,
-    ph,
-    pw,
-    dh,
-    dw,
-    HAS_MASK: tl.constexpr,
-    OG_IN_ONE_GROUP: tl.constexpr,
-    SINGLE_CO: tl.constexpr,
-    DOT_PRECISION: tl.constexpr,
-    CH_ALIGN: tl.constexpr,
-    BLOCK_P: tl.constexpr,
-    BLOCK_C: tl.constexpr,
-    BLOCK_CO: tl.constexpr,
-):
+def _bwd_data_kernel(x_ptr, off_ptr, mask_ptr, w_ptr, gout_ptr, gx_ptr, goff_ptr, gmask_ptr, N,
+                     C, H, W, H_out, W_out, C_OUT_G, C_IN_G, C_OG, G_OFF, KH, KW, sh, sw, ph,
+                     pw, dh, dw, HAS_MASK: tl.constexpr, OG_IN_ONE_GROUP: tl.constexpr,
+                     SINGLE_CO: tl.constexpr, DOT_PRECISION: tl.constexpr,
+                     CH_ALIGN: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
+                     BLOCK_CO: tl.constexpr):  # fmt: skip
     """Program = BLOCK_P pixels, all channels: grads of input (atomics), offset and mask."""
     p_ok, n, hw, ho, wo = _pixels(tl.program_id(0), H_out, W_out, BLOCK_P)
     K = KH * KW
@@ -386,39 +305,11 @@ def _bwd_data_kernel(
 
 
 @triton.jit
-def _bwd_weight_kernel(
-    x_ptr,
-    off_ptr,
-    mask_ptr,
-    gout_ptr,
-    gw_ptr,
-    N,
-    C,
-    H,
-    W,
-    H_out,
-    W_out,
-    C_OUT_G,
-    C_IN_G,
-    C_OG,
-    G_OFF,
-    KH,
-    KW,
-    sh,
-    sw,
-    ph,
-    pw,
-    dh,
-    dw,
-    TILES_PER_SPLIT,
-    HAS_MASK: tl.constexpr,
-    ATOMIC: tl.constexpr,
-    DOT_PRECISION: tl.constexpr,
-    CH_ALIGN: tl.constexpr,
-    BLOCK_P: tl.constexpr,
-    BLOCK_C: tl.constexpr,
-    BLOCK_CO: tl.constexpr,
-):
+def _bwd_weight_kernel(x_ptr, off_ptr, mask_ptr, gout_ptr, gw_ptr, N, C, H, W, H_out, W_out,
+                       C_OUT_G, C_IN_G, C_OG, G_OFF, KH, KW, sh, sw, ph, pw, dh, dw,
+                       TILES_PER_SPLIT, HAS_MASK: tl.constexpr, ATOMIC: tl.constexpr,
+                       DOT_PRECISION: tl.constexpr, CH_ALIGN: tl.constexpr, BLOCK_P: tl.constexpr,
+                       BLOCK_C: tl.constexpr, BLOCK_CO: tl.constexpr):  # fmt: skip
     """Program = (conv group, C_in tile, C_out tile) x tap k x pixel split: sample^T @ grad_out."""
     pid_t = tl.program_id(0)
     k = tl.program_id(1)
@@ -512,10 +403,10 @@ def _dot_precision(dtype: torch.dtype) -> str:
     return _FP32_DOT if dtype == torch.float32 else "tf32"  # ignored for half operands
 
 
-def _weight_tiles(weight: torch.Tensor, groups: int) -> torch.Tensor:
+def _weight_tiles(weight: torch.Tensor, groups: int, dtype: torch.dtype) -> torch.Tensor:
     """``[C_out, C_in_g, kh, kw]`` -> ``[groups, K, C_in_g, C_out_g]`` (C_out contiguous)."""
     C_out, C_in_g, kh, kw = weight.shape
-    w = weight.reshape(groups, C_out // groups, C_in_g, kh * kw)
+    w = weight.to(dtype).reshape(groups, C_out // groups, C_in_g, kh * kw)
     return w.permute(0, 3, 2, 1).contiguous()
 
 
@@ -531,6 +422,24 @@ def _check_int32(*tensors: torch.Tensor) -> None:
             raise RuntimeError(f"{OP}: Triton kernels index with int32; got {t.numel()} elements")
 
 
+def _blocks(geo: dict, dtype: torch.dtype) -> dict:
+    """Tile sizes per kernel (checked spill-free with ``ptxas -v`` for sm_90 at C = 256).
+
+    Half inputs cover up to 256 output channels per program (one sampling pass per tile);
+    float32 (tf32x3 dots, 3x the operand registers) stops at 128. ``BLOCK_C`` never spans
+    two offset groups or conv groups, so it follows their width.
+    """
+    half = dtype != torch.float32
+    co_cap = 256 if half else 128
+    return dict(
+        p=_pow2(geo["H_out"] * geo["W_out"], 16, 64),
+        c=_pow2(min(geo["C_IN_G"], geo["C_OG"]), 16, 32),
+        co=_pow2(geo["C_OUT_G"], 16, co_cap),
+        wc=_pow2(geo["C_IN_G"], 16, 64),  # weight kernel: C_in tile (may span offset groups)
+        fwd_warps=4 if half and geo["C_OUT_G"] <= 128 else 8,
+    )
+
+
 def _forward_triton(input, offset, weight, bias, stride, padding, dilation, mask):
     geo = _geometry(input, offset, weight, stride, padding, dilation)
     groups = geo["C"] // geo["C_IN_G"]
@@ -539,19 +448,16 @@ def _forward_triton(input, offset, weight, bias, stride, padding, dilation, mask
         return out.zero_()
     _check_int32(input, offset, out)
     x = input.permute(0, 2, 3, 1).contiguous()  # channels-last for contiguous corner gathers
-    w = _weight_tiles(weight.to(input.dtype), groups)
-    hw_out = geo["H_out"] * geo["W_out"]
-    block_p = _pow2(hw_out, 16, 64)
-    block_co = _pow2(geo["C_OUT_G"], 16, 128)
-    block_c = _pow2(min(geo["C_IN_G"], geo["C_OG"]), 16, 32)
-    grid = (geo["N"] * triton.cdiv(hw_out, block_p), groups * triton.cdiv(geo["C_OUT_G"], block_co))
+    bl = _blocks(geo, input.dtype)
+    p_tiles = geo["N"] * triton.cdiv(geo["H_out"] * geo["W_out"], bl["p"])
+    grid = (p_tiles, groups * triton.cdiv(geo["C_OUT_G"], bl["co"]))
     _fwd_kernel[grid](
-        x, offset.contiguous(), x if mask is None else mask.contiguous(), w,
-        x if bias is None else bias.contiguous(), out, **geo,
+        x, offset.contiguous(), x if mask is None else mask.contiguous(),
+        _weight_tiles(weight, groups, input.dtype), x if bias is None else bias.contiguous(),
+        out, **geo,
         HAS_MASK=mask is not None, HAS_BIAS=bias is not None,
         DOT_PRECISION=_dot_precision(input.dtype), CH_ALIGN=_ch_align(geo),
-        BLOCK_P=block_p, BLOCK_C=block_c, BLOCK_CO=block_co,
-        num_warps=8 if input.dtype == torch.float32 else 4,
+        BLOCK_P=bl["p"], BLOCK_C=bl["c"], BLOCK_CO=bl["co"], num_warps=bl["fwd_warps"],
     )  # fmt: skip
     return out
 
@@ -570,55 +476,42 @@ def _backward_triton(grad_out, input, offset, weight, bias, stride, padding, dil
     groups = geo["C"] // geo["C_IN_G"]
     N, C, H, W = input.shape
     K = geo["KH"] * geo["KW"]
-    hw_out = geo["H_out"] * geo["W_out"]
     dt = input.dtype
     f32 = dict(dtype=torch.float32, device=input.device)
     grad_x = torch.zeros(N, H, W, C, **f32)  # channels-last float32 atomic target
     grad_off = torch.zeros(offset.shape, **f32)
     grad_mask = torch.zeros(mask.shape if mask is not None else (0,), **f32)
     grad_w = torch.zeros(groups, K, geo["C_IN_G"], geo["C_OUT_G"], **f32)
-    if N * hw_out > 0 and input.numel() > 0:
+    if grad_out.numel() > 0 and input.numel() > 0:
         _check_int32(input, offset, grad_out)
         x = input.permute(0, 2, 3, 1).contiguous()
-        w = _weight_tiles(weight.to(dt), groups)
-        go = grad_out.to(dt).contiguous()
-        off = offset.contiguous()
+        go, off = grad_out.contiguous(), offset.contiguous()
         msk = x if mask is None else mask.contiguous()
+        bl = _blocks(geo, dt)
         common = dict(HAS_MASK=mask is not None, DOT_PRECISION=_dot_precision(dt),
-                      CH_ALIGN=_ch_align(geo))  # fmt: skip
-        block_p = _pow2(hw_out, 16, 64)
-        single_cap = 128 if dt == torch.float32 else 256  # register budget of the grad_out tile
-        block_co = _pow2(geo["C_OUT_G"], 16, single_cap)
-        _bwd_data_kernel[(N * triton.cdiv(hw_out, block_p),)](
-            x, off, msk, w, go, grad_x, grad_off, grad_mask, **geo, **common,
-            OG_IN_ONE_GROUP=geo["C_IN_G"] % geo["C_OG"] == 0,
-            SINGLE_CO=geo["C_OUT_G"] <= block_co, BLOCK_P=block_p,
-            BLOCK_C=_pow2(min(geo["C_IN_G"], geo["C_OG"]), 16, 32), BLOCK_CO=block_co,
-            num_warps=8,
+                      CH_ALIGN=_ch_align(geo), BLOCK_P=bl["p"])  # fmt: skip
+        tiles = N * triton.cdiv(geo["H_out"] * geo["W_out"], bl["p"])
+        _bwd_data_kernel[(tiles,)](
+            x, off, msk, _weight_tiles(weight, groups, dt), go, grad_x, grad_off, grad_mask, **geo,
+            **common, OG_IN_ONE_GROUP=geo["C_IN_G"] % geo["C_OG"] == 0,
+            SINGLE_CO=geo["C_OUT_G"] <= bl["co"], BLOCK_C=bl["c"], BLOCK_CO=bl["co"], num_warps=8,
         )  # fmt: skip
-        wb_c = _pow2(geo["C_IN_G"], 16, 64)
-        wb_co = _pow2(geo["C_OUT_G"], 16, 128)
-        programs = groups * triton.cdiv(geo["C_IN_G"], wb_c) * triton.cdiv(geo["C_OUT_G"], wb_co)
-        tiles = N * triton.cdiv(hw_out, block_p)
+        programs = groups * triton.cdiv(geo["C_IN_G"], bl["wc"])
+        programs *= triton.cdiv(geo["C_OUT_G"], bl["co"])
         per_split = triton.cdiv(tiles, _split_count(programs * K, tiles, input.device))
         splits = triton.cdiv(tiles, per_split)
         _bwd_weight_kernel[(programs, K, splits)](
             x, off, msk, go, grad_w, **geo, **common, TILES_PER_SPLIT=per_split,
-            ATOMIC=splits > 1, BLOCK_P=block_p, BLOCK_C=wb_c, BLOCK_CO=wb_co,
-            num_warps=8 if dt == torch.float32 else 4,
+            ATOMIC=splits > 1, BLOCK_C=bl["wc"], BLOCK_CO=bl["co"], num_warps=8,
         )  # fmt: skip
-    grad_input = grad_x.permute(0, 3, 1, 2).to(dt).contiguous()
-    grad_weight = grad_w.permute(0, 3, 2, 1).reshape(weight.shape).to(weight.dtype).contiguous()
-    if bias is not None:
-        grad_bias = grad_out.sum((0, 2, 3), dtype=torch.float32).to(bias.dtype)
-    else:
-        grad_bias = grad_out.new_empty(0)
+    grad_weight = grad_w.permute(0, 3, 2, 1).reshape(weight.shape)  # back to [C_out, C_in_g, ..]
+    grad_bias = grad_out.sum((0, 2, 3), dtype=torch.float32) if bias is not None else None
     return (
-        grad_input,
-        grad_off.to(offset.dtype),
-        grad_weight,
-        grad_bias,
-        grad_mask.to(mask.dtype if mask is not None else dt),
+        grad_x.permute(0, 3, 1, 2).to(dt).contiguous(),
+        grad_off.to(dt),
+        grad_weight.to(dt).contiguous(),
+        grad_bias.to(dt) if bias is not None else grad_out.new_empty(0),
+        grad_mask.to(dt),
     )
 
 
