@@ -12,16 +12,15 @@ every iteration, so a call reads the scores once and writes the probabilities on
 on the Triton backend (never a silent fallback).
 
 Backward (exact for the unrolled iterations, not implicit differentiation): the backward
-kernel first re-runs the forward iterations, storing the ``lse`` vector of every half
-step (``iters * (R + C)`` floats per batch element, in a small global scratch), then walks
-the iterations in reverse, entirely on chip. A half step ``x' = x - lse(x) + log mu`` has
-the vector-Jacobian product ``g_x = g' - softmax(x) * rowsum(g')`` with
-``softmax(x) = exp(x' - log mu)`` (renormalised by its sum: when float32 absorbs
-``log n`` into a huge lse, ``exp(x' - log mu)`` no longer sums to 1 but ``softmax(x')`` is
-still ``softmax(x)``); the previous iterate is rebuilt as ``x = (x' - log mu) + lse``.
-Recomputing the forward instead of saving its state keeps the forward op a plain
-``scores -> P`` op (one output, same as the reference) at the price of one extra forward
-pass in the backward.
+kernel first re-runs the forward iterations, storing the shift ``c = lse - log mu`` of every
+half step ``x' = (x - lse) + log mu`` (``iters * (R + C)`` floats per batch element, a small
+global scratch), then walks the iterations in reverse, entirely on chip. A half step has
+the vector-Jacobian product ``g_x = g' - softmax(x) * rowsum(g')``, with
+``softmax(x) = softmax(x') = exp(x') / rowsum(exp(x'))`` (``exp(x' - log mu)`` alone sums
+to 1 only up to rounding, and not at all when float32 absorbs ``log n`` into a huge lse);
+the previous iterate is rebuilt as ``x = x' + c``. Recomputing the forward instead of
+saving its state keeps the forward op a plain ``scores -> P`` op (one output, as the
+reference) at the price of one extra forward pass in the backward.
 """
 
 from __future__ import annotations
@@ -99,20 +98,29 @@ def _lse(x, AXIS: tl.constexpr):
 @triton.jit
 def _iterate(
     x, log_mu, log_nu, LSE, b, iters,
-    SAVE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    HAS_BIN: tl.constexpr, SAVE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):  # fmt: skip
-    """``iters`` Sinkhorn rounds on the register tile; with SAVE, the lse vectors go to LSE."""
+    """``iters`` Sinkhorn rounds on the register tile; with SAVE, the shifts go to LSE.
+
+    A half step is ``x = (x - lse(x)) + log mu``, in the reference's order: with a huge
+    ``lse`` float32 absorbs ``log mu`` in ``lse - log mu``, not in ``(x - lse) + log mu``.
+    The backward reads the shift ``c = lse - log mu`` (``x = x' + c`` rebuilds the iterate).
+    """
     offs_i = tl.arange(0, BLOCK_M)
     offs_j = tl.arange(0, BLOCK_N)
     for t in range(iters):
         lse_r = _lse(x, 1)
-        x = (x - lse_r[:, None]) + log_mu[:, None]
+        x = x - lse_r[:, None]
+        if HAS_BIN:  # log mu = log nu = 0 without a dustbin
+            x = x + log_mu[:, None]
         lse_c = _lse(x, 0)
-        x = (x - lse_c[None, :]) + log_nu[None, :]
+        x = x - lse_c[None, :]
+        if HAS_BIN:
+            x = x + log_nu[None, :]
         if SAVE:
             base = LSE + (b * iters + t) * (BLOCK_M + BLOCK_N)
-            tl.store(base + offs_i, lse_r)
-            tl.store(base + BLOCK_M + offs_j, lse_c)
+            tl.store(base + offs_i, lse_r - log_mu)
+            tl.store(base + BLOCK_M + offs_j, lse_c - log_nu)
     return x
 
 
@@ -127,7 +135,7 @@ def _sinkhorn_fwd_kernel(
     x, log_mu, log_nu, _ = _load_problem(
         S, RM, CM, b, n1, n2, tau, bin_logit, HAS_RM, HAS_CM, HAS_BIN, BLOCK_M, BLOCK_N
     )
-    x = _iterate(x, log_mu, log_nu, S, b, iters, False, BLOCK_M, BLOCK_N)
+    x = _iterate(x, log_mu, log_nu, S, b, iters, HAS_BIN, False, BLOCK_M, BLOCK_N)
     R = n1 + 1 if HAS_BIN else n1
     C = n2 + 1 if HAS_BIN else n2
     offs_i = tl.arange(0, BLOCK_M)
@@ -148,7 +156,7 @@ def _sinkhorn_bwd_kernel(
     x, log_mu, log_nu, real = _load_problem(
         S, RM, CM, b, n1, n2, tau, bin_logit, HAS_RM, HAS_CM, HAS_BIN, BLOCK_M, BLOCK_N
     )
-    x = _iterate(x, log_mu, log_nu, LSE, b, iters, True, BLOCK_M, BLOCK_N)
+    x = _iterate(x, log_mu, log_nu, LSE, b, iters, HAS_BIN, True, BLOCK_M, BLOCK_N)
     tl.debug_barrier()  # the lse stores above are read back below
     R = n1 + 1 if HAS_BIN else n1
     C = n2 + 1 if HAS_BIN else n2
@@ -160,19 +168,18 @@ def _sinkhorn_bwd_kernel(
     for k in range(iters):
         t = iters - 1 - k
         base = LSE + (b * iters + t) * (BLOCK_M + BLOCK_N)
-        # column half step x' = x - lse_c + log nu: softmax_col(x) = exp(x' - log nu), divided
-        # by its sum (1 up to rounding, but not when float32 absorbed log(n) into a huge lse)
-        xc = x - log_nu[None, :]
-        p = tl.exp(xc)
-        p = p / tl.maximum(tl.sum(p, axis=0), TINY)[None, :]
-        g = g - p * tl.sum(g, axis=0)[None, :]
-        x = xc + tl.load(base + BLOCK_M + offs_j)[None, :]
-        # row half step, the same along the other axis
-        xr = x - log_mu[:, None]
-        p = tl.exp(xr)
-        p = p / tl.maximum(tl.sum(p, axis=1), TINY)[:, None]
-        g = g - p * tl.sum(g, axis=1)[:, None]
-        x = xr + tl.load(base + offs_i)[:, None]
+        # column half step x' = x - c: its VJP is g - softmax_col(x) * colsum(g), and
+        # softmax_col(x) = softmax_col(x') (a shift per column) = exp(x') / colsum(exp(x')).
+        # exp(x') cannot overflow: x' <= log nu <= log(MAX_SIDE) after a column step.
+        p = tl.exp(x)
+        scale = tl.sum(g, axis=0) / tl.maximum(tl.sum(p, axis=0), TINY)
+        g = g - p * scale[None, :]
+        x = x + tl.load(base + BLOCK_M + offs_j)[None, :]  # the iterate before the step
+        # row half step, the same along the other axis (x' <= log mu after a row step)
+        p = tl.exp(x)
+        scale = tl.sum(g, axis=1) / tl.maximum(tl.sum(p, axis=1), TINY)
+        g = g - p * scale[:, None]
+        x = x + tl.load(base + offs_i)[:, None]
     # x = min(scores / tau, cap): the clamp passes the gradient only below the cap
     ptrs = offs_i[:, None] * n2 + offs_j[None, :]
     s = tl.load(S + b * n1 * n2 + ptrs, mask=real, other=0.0).to(tl.float32)
