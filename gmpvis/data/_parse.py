@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from gmpvis.data.rle import rle_strings_to_counts, segment_sums
+from gmpvis.data.rle import rle_strings_check, segment_sums
 
 SEG_NULL, SEG_RLE, SEG_URLE, SEG_POLY = 0, 1, 2, 3
 
@@ -261,8 +261,7 @@ def parse_annotation_dict(
     str_ptr = np.zeros(len(strs) + 1, np.int64)
     np.cumsum(np.fromiter(map(len, strs), np.int64, len(strs)), out=str_ptr[1:])
     if strs:
-        cnt, cnt_ptr, bad = rle_strings_to_counts(rle_bytes, str_ptr)
-        sums = segment_sums(cnt, cnt_ptr)
+        sums, bad = rle_strings_check(rle_bytes, str_ptr)
         expect = hw_of_seg[np.asarray(str_seg)]
         for i in np.flatnonzero(str_ok & (bad | (sums != expect))):
             why = "is corrupt" if bad[i] else f"covers {sums[i]} pixels, not H*W = {expect[i]}"

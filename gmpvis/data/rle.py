@@ -122,3 +122,27 @@ def uncompressed_to_rle(counts: np.ndarray, height: int, width: int) -> dict:
 def polygon_to_rle(rings: list[np.ndarray], height: int, width: int) -> dict:
     """Polygon rings (flat ``[x0, y0, x1, y1, ...]``, >= 3 points each) -> one RLE (union)."""
     return mask_utils.merge(mask_utils.frPyObjects(list(rings), height, width))
+
+
+def rle_strings_check(
+    buf: np.ndarray, str_ptr: np.ndarray, chunk_chars: int = 1 << 18
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-string ``(sum of counts int64 [n], bad bool [n])`` of many compressed RLEs.
+
+    Same decoding as :func:`rle_strings_to_counts`, run on chunks of about ``chunk_chars``
+    characters so that the temporaries (a few int64 per character) stay cache-sized and a
+    file of any size needs bounded memory.
+    """
+    n = len(str_ptr) - 1
+    sums = np.zeros(n, np.int64)
+    bad = np.zeros(n, dtype=bool)
+    i = 0
+    while i < n:
+        j = int(np.searchsorted(str_ptr, str_ptr[i] + chunk_chars, side="right")) - 1
+        j = min(max(j, i + 1), n)  # at least one string per chunk
+        lo, hi = int(str_ptr[i]), int(str_ptr[j])
+        counts, cnt_ptr, chunk_bad = rle_strings_to_counts(buf[lo:hi], str_ptr[i : j + 1] - lo)
+        sums[i:j] = segment_sums(counts, cnt_ptr)
+        bad[i:j] = chunk_bad
+        i = j
+    return sums, bad

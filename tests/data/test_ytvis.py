@@ -10,7 +10,7 @@ import pycocotools.mask as mask_utils
 import pytest
 
 from gmpvis.data import YTVISAnnotations
-from gmpvis.data.rle import rle_strings_to_counts, segment_sums
+from gmpvis.data.rle import rle_strings_check, rle_strings_to_counts, segment_sums
 
 
 def _runs(mask: np.ndarray) -> list[int]:
@@ -170,3 +170,20 @@ def test_rle_string_decoder_flags_corrupt_strings():
     assert counts[cnt_ptr[0] : cnt_ptr[1]].tolist() == exp
     assert counts[cnt_ptr[7] : cnt_ptr[8]].tolist() == exp
     assert cnt_ptr[6] == cnt_ptr[7]  # the empty string has no counts
+
+
+def test_chunked_rle_check_matches_whole_buffer():
+    rng = np.random.default_rng(2)
+    strs = []
+    for _ in range(40):
+        h, w = rng.integers(5, 40, 2)
+        m = rng.random((h, w)) < 0.4
+        strs.append(mask_utils.encode(np.asfortranarray(m.astype(np.uint8)))["counts"])
+    strs[7] = strs[7] + b"P"  # corrupt: the last group says another one follows
+    buf = np.frombuffer(b"".join(strs), np.uint8)
+    ptr = np.concatenate(([0], np.cumsum([len(s) for s in strs])))
+    counts, cnt_ptr, bad = rle_strings_to_counts(buf, ptr)
+    for chunk in (1, 37, 500, 10**6):  # chunk smaller than a string: one string per chunk
+        sums, chunk_bad = rle_strings_check(buf, ptr, chunk_chars=chunk)
+        assert (chunk_bad == bad).all() and bad[7] and bad.sum() == 1
+        assert (sums == segment_sums(counts, cnt_ptr)).all()
