@@ -217,9 +217,10 @@ def _bwd_data_kernel(x_ptr, off_ptr, mask_ptr, w_ptr, gout_ptr, gx_ptr, goff_ptr
                     dw,
                     HAS_MASK,
                 )
-                acc_y = tl.zeros((BLOCK_P,), dtype=tl.float32)
-                acc_x = tl.zeros((BLOCK_P,), dtype=tl.float32)
-                acc_m = tl.zeros((BLOCK_P,), dtype=tl.float32)
+                # per-channel partials, reduced over channels once per tap (not per chunk)
+                acc_y = tl.zeros((BLOCK_P, BLOCK_C), dtype=tl.float32)
+                acc_x = tl.zeros((BLOCK_P, BLOCK_C), dtype=tl.float32)
+                acc_m = tl.zeros((BLOCK_P, BLOCK_C), dtype=tl.float32)
                 c_end = tl.minimum(c_hi, (og + 1) * C_OG)
                 for c0 in range(tl.maximum(c_lo, og * C_OG), c_end, BLOCK_C):
                     c0 = tl.multiple_of(c0, CH_ALIGN)  # lets the corner gathers vectorise
@@ -258,11 +259,11 @@ def _bwd_data_kernel(x_ptr, off_ptr, mask_ptr, w_ptr, gout_ptr, gx_ptr, goff_ptr
                     vy = ly[:, None]
                     vx = lx[:, None]
                     val = hy * hx * v00 + hy * vx * v01 + vy * hx * v10 + vy * vx * v11
-                    acc_m += tl.sum(ds * val, axis=1)
+                    acc_m += ds * val
                     dm = ds * m[:, None]
                     # d(bilinear)/dy and /dx of the four-corner blend
-                    acc_y += tl.sum(dm * (hx * (v10 - v00) + vx * (v11 - v01)), axis=1)
-                    acc_x += tl.sum(dm * (hy * (v01 - v00) + vy * (v11 - v10)), axis=1)
+                    acc_y += dm * (hx * (v10 - v00) + vx * (v11 - v01))
+                    acc_x += dm * (hy * (v01 - v00) + vy * (v11 - v10))
                     c2 = cols[None, :]
                     cm = c_ok[None, :]
                     tl.atomic_add(
@@ -289,19 +290,20 @@ def _bwd_data_kernel(x_ptr, off_ptr, mask_ptr, w_ptr, gout_ptr, gx_ptr, goff_ptr
                         mask=ok11[:, None] & cm,
                         sem="relaxed",
                     )
+                sum_y, sum_x, sum_m = tl.sum(acc_y, 1), tl.sum(acc_x, 1), tl.sum(acc_m, 1)
                 ch = og * K + k
                 o_off = (n * (2 * G_OFF * K) + 2 * ch) * HWo + hw
                 m_off = (n * (G_OFF * K) + ch) * HWo + hw
                 if OG_IN_ONE_GROUP:  # this program is the only writer of these entries
-                    tl.store(goff_ptr + o_off, acc_y, mask=p_ok)
-                    tl.store(goff_ptr + o_off + HWo, acc_x, mask=p_ok)
+                    tl.store(goff_ptr + o_off, sum_y, mask=p_ok)
+                    tl.store(goff_ptr + o_off + HWo, sum_x, mask=p_ok)
                     if HAS_MASK:
-                        tl.store(gmask_ptr + m_off, acc_m, mask=p_ok)
+                        tl.store(gmask_ptr + m_off, sum_m, mask=p_ok)
                 else:  # offset group split across conv groups: sum over the g loop
-                    tl.atomic_add(goff_ptr + o_off, acc_y, mask=p_ok, sem="relaxed")
-                    tl.atomic_add(goff_ptr + o_off + HWo, acc_x, mask=p_ok, sem="relaxed")
+                    tl.atomic_add(goff_ptr + o_off, sum_y, mask=p_ok, sem="relaxed")
+                    tl.atomic_add(goff_ptr + o_off + HWo, sum_x, mask=p_ok, sem="relaxed")
                     if HAS_MASK:
-                        tl.atomic_add(gmask_ptr + m_off, acc_m, mask=p_ok, sem="relaxed")
+                        tl.atomic_add(gmask_ptr + m_off, sum_m, mask=p_ok, sem="relaxed")
 
 
 @triton.jit
