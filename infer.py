@@ -173,6 +173,7 @@ def main(argv: list[str] | None = None) -> dict:
     from gmpvis.engine.online import (
         LatencyStats,
         RunOptions,
+        VideoRun,
         build_stepper,
         checked_frames,
         track_frames,
@@ -197,6 +198,8 @@ def main(argv: list[str] | None = None) -> dict:
     )
     if args.demo:
         prepare_demo(args, tuple(cfg.data.synthetic_size))
+    if args.eval_gt and not os.path.isfile(args.eval_gt):  # fail before the long part
+        raise FileNotFoundError(f"--eval {args.eval_gt} does not exist")
     sources = open_sources(args)
     category_ids, names = category_info(args, cfg.model.num_classes, category_ids)
     opts = RunOptions(
@@ -209,9 +212,6 @@ def main(argv: list[str] | None = None) -> dict:
     stepper = build_stepper(model, opts)
     tcfg = tracker_config(args)
     torch.set_grad_enabled(False)
-
-    from gmpvis.engine.online import VideoRun
-
     results: list[dict] = []
     stats = LatencyStats()
     overlays: list[Path] = []

@@ -88,7 +88,7 @@ def test_json_input_results_read_by_evaluator(setup):
 
 
 def test_frames_folder_and_offline(setup):
-    _, out = run(
+    summary, out = run(
         setup,
         "--frames",
         setup["root"] + "/vid0001",
@@ -97,11 +97,21 @@ def test_frames_folder_and_offline(setup):
         "3",
         "--clip-overlap",
         "1",
+        "--overlay",
+        "png",
         out="frames",
     )
     res = check_results(out / "results.json", {0: T})
     covered = {t for r in res for t, s in enumerate(r["segmentations"]) if s}
     assert covered == set(range(T))
+    pngs = sorted(Path(summary["overlays"][0]).glob("*.png"))
+    assert len(pngs) == T
+
+
+def test_missing_eval_file_fails_before_inference(setup):
+    with pytest.raises(FileNotFoundError, match="--eval .*gt_missing.json does not exist"):
+        run(setup, "--frames", setup["root"] + "/vid0001", "--eval", "gt_missing.json", out="ev")
+    assert not (setup["tmp"] / "ev" / "results.json").exists()
 
 
 def test_video_file_input(setup):
