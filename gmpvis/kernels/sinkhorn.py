@@ -97,10 +97,11 @@ def _lse(x, AXIS: tl.constexpr):
 
 @triton.jit
 def _iterate(
-    x, log_mu, log_nu, LSE, b, iters,
+    x, log_mu, log_nu, LSE, iters,
     HAS_BIN: tl.constexpr, SAVE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):  # fmt: skip
-    """``iters`` Sinkhorn rounds on the register tile; with SAVE, the shifts go to LSE.
+    """``iters`` Sinkhorn rounds on the register tile; with SAVE, the shifts go to LSE
+    (this batch element's ``[iters, BLOCK_M + BLOCK_N]`` scratch).
 
     A half step is ``x = (x - lse(x)) + log mu``, in the reference's order: with a huge
     ``lse`` float32 absorbs ``log mu`` in ``lse - log mu``, not in ``(x - lse) + log mu``.
@@ -118,7 +119,7 @@ def _iterate(
         if HAS_BIN:
             x = x + log_nu[None, :]
         if SAVE:
-            base = LSE + (b * iters + t) * (BLOCK_M + BLOCK_N)
+            base = LSE + t * (BLOCK_M + BLOCK_N)
             tl.store(base + offs_i, lse_r - log_mu)
             tl.store(base + BLOCK_M + offs_j, lse_c - log_nu)
     return x
@@ -135,7 +136,7 @@ def _sinkhorn_fwd_kernel(
     x, log_mu, log_nu, _ = _load_problem(
         S, RM, CM, b, n1, n2, tau, bin_logit, HAS_RM, HAS_CM, HAS_BIN, BLOCK_M, BLOCK_N
     )
-    x = _iterate(x, log_mu, log_nu, S, b, iters, HAS_BIN, False, BLOCK_M, BLOCK_N)
+    x = _iterate(x, log_mu, log_nu, S, iters, HAS_BIN, False, BLOCK_M, BLOCK_N)
     R = n1 + 1 if HAS_BIN else n1
     C = n2 + 1 if HAS_BIN else n2
     offs_i = tl.arange(0, BLOCK_M)
@@ -151,13 +152,14 @@ def _sinkhorn_bwd_kernel(
     HAS_RM: tl.constexpr, HAS_CM: tl.constexpr, HAS_BIN: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):  # fmt: skip
-    """Recompute the forward (saving lse), then reverse the iterations: ``DS = dL/dscores``."""
+    """Recompute the forward (saving the shifts), then reverse the iterations: ``DS = dL/dS``."""
     b = tl.program_id(0)
     x, log_mu, log_nu, real = _load_problem(
         S, RM, CM, b, n1, n2, tau, bin_logit, HAS_RM, HAS_CM, HAS_BIN, BLOCK_M, BLOCK_N
     )
-    x = _iterate(x, log_mu, log_nu, LSE, b, iters, HAS_BIN, True, BLOCK_M, BLOCK_N)
-    tl.debug_barrier()  # the lse stores above are read back below
+    LSE += b.to(tl.int64) * iters * (BLOCK_M + BLOCK_N)  # int64: B * iters * 256 may pass 2**31
+    x = _iterate(x, log_mu, log_nu, LSE, iters, HAS_BIN, True, BLOCK_M, BLOCK_N)
+    tl.debug_barrier()  # the shifts stored above are read back below
     R = n1 + 1 if HAS_BIN else n1
     C = n2 + 1 if HAS_BIN else n2
     offs_i = tl.arange(0, BLOCK_M)
@@ -167,7 +169,7 @@ def _sinkhorn_bwd_kernel(
     g = go.to(tl.float32) * tl.exp(x)  # d exp(x) / dx = exp(x)
     for k in range(iters):
         t = iters - 1 - k
-        base = LSE + (b * iters + t) * (BLOCK_M + BLOCK_N)
+        base = LSE + t * (BLOCK_M + BLOCK_N)
         # column half step x' = x - c: its VJP is g - softmax_col(x) * colsum(g), and
         # softmax_col(x) = softmax_col(x') (a shift per column) = exp(x') / colsum(exp(x')).
         # exp(x') cannot overflow: x' <= log nu <= log(MAX_SIDE) after a column step.
