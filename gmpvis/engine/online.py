@@ -118,7 +118,7 @@ class LatencyStats:
 
 
 class _ModelTimer:
-    """Model time per frame without synchronising: CUDA events, read after the video."""
+    """Model time per frame without synchronising: CUDA events, read once finished."""
 
     def __init__(self, device: torch.device) -> None:
         self.cuda = device.type == "cuda"
@@ -133,6 +133,10 @@ class _ModelTimer:
             yield
             end.record()
             self.pending.append((start, end))
+            # read finished pairs (query() does not block) so events do not pile up
+            while self.pending and self.pending[0][1].query():
+                s, e = self.pending.pop(0)
+                self.done.append(s.elapsed_time(e))
         else:
             t0 = time.perf_counter()
             yield
