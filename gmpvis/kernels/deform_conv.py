@@ -87,6 +87,20 @@ def _corners(x_ptr, C, cols, c_ok, i00, i01, i10, i11, ok00, ok01, ok10, ok11):
 
 
 @triton.jit
+def _scatter(gx_ptr, C, cols, c_ok, idx, ok, val):
+    """``grad_input[idx, cols] += val`` (channels-last float32; rows may repeat: atomics)."""
+    ptrs = gx_ptr + idx[:, None] * C + cols[None, :]
+    tl.atomic_add(ptrs, val, mask=ok[:, None] & c_ok[None, :], sem="relaxed")
+
+
+@triton.jit
+def _gout_tile(gout_ptr, n, g, co, hw, p_ok, C_OUT, C_OUT_G, HWo):
+    """``grad_out[n, g * C_out_g + co, hw]`` as a ``[BLOCK_P, BLOCK_CO]`` tile (NCHW)."""
+    offs = (n * C_OUT + g * C_OUT_G) * HWo + co[None, :] * HWo + hw[:, None]
+    return tl.load(gout_ptr + offs, mask=p_ok[:, None] & (co < C_OUT_G)[None, :], other=0.0)
+
+
+@triton.jit
 def _pixels(tile, H_out, W_out, BLOCK_P: tl.constexpr):
     """Pixel tile ``tile`` of ``N * cdiv(H_out * W_out, BLOCK_P)``: tiles never straddle two
     images, so ``hw`` is contiguous (coalesced NCHW loads and stores)."""
@@ -119,30 +133,8 @@ def _fwd_kernel(x_ptr, off_ptr, mask_ptr, w_ptr, b_ptr, out_ptr, N, C, H, W, H_o
         j = k % KW
         for og in range(c_lo // C_OG, (c_hi - 1) // C_OG + 1):
             i00, i01, i10, i11, ok00, ok01, ok10, ok11, ly, lx, m = _tap_coords(
-                off_ptr,
-                mask_ptr,
-                n,
-                ho,
-                wo,
-                p_ok,
-                og,
-                k,
-                i,
-                j,
-                K,
-                G_OFF,
-                H_out,
-                W_out,
-                H,
-                W,
-                sh,
-                sw,
-                ph,
-                pw,
-                dh,
-                dw,
-                HAS_MASK,
-            )
+                off_ptr, mask_ptr, n, ho, wo, p_ok, og, k, i, j, K, G_OFF, H_out, W_out, H, W,
+                sh, sw, ph, pw, dh, dw, HAS_MASK)  # fmt: skip
             w00 = ((1 - ly) * (1 - lx) * m)[:, None]
             w01 = ((1 - ly) * lx * m)[:, None]
             w10 = (ly * (1 - lx) * m)[:, None]
@@ -186,37 +178,14 @@ def _bwd_data_kernel(x_ptr, off_ptr, mask_ptr, w_ptr, gout_ptr, gx_ptr, goff_ptr
         c_lo = g * C_IN_G
         c_hi = c_lo + C_IN_G
         if SINGLE_CO:  # the whole grad_out tile of group g stays in registers
-            g_off = (n * C_OUT + g * C_OUT_G) * HWo + cor[None, :] * HWo + hw[:, None]
-            gt = tl.load(gout_ptr + g_off, mask=p_ok[:, None] & (cor < C_OUT_G)[None, :], other=0.0)
+            gt = _gout_tile(gout_ptr, n, g, cor, hw, p_ok, C_OUT, C_OUT_G, HWo)
         for k in range(K):
             i = k // KW
             j = k % KW
             for og in range(c_lo // C_OG, (c_hi - 1) // C_OG + 1):
                 i00, i01, i10, i11, ok00, ok01, ok10, ok11, ly, lx, m = _tap_coords(
-                    off_ptr,
-                    mask_ptr,
-                    n,
-                    ho,
-                    wo,
-                    p_ok,
-                    og,
-                    k,
-                    i,
-                    j,
-                    K,
-                    G_OFF,
-                    H_out,
-                    W_out,
-                    H,
-                    W,
-                    sh,
-                    sw,
-                    ph,
-                    pw,
-                    dh,
-                    dw,
-                    HAS_MASK,
-                )
+                    off_ptr, mask_ptr, n, ho, wo, p_ok, og, k, i, j, K, G_OFF, H_out, W_out, H, W,
+                    sh, sw, ph, pw, dh, dw, HAS_MASK)  # fmt: skip
                 # per-channel partials, reduced over channels once per tap (not per chunk)
                 acc_y = tl.zeros((BLOCK_P, BLOCK_C), dtype=tl.float32)
                 acc_x = tl.zeros((BLOCK_P, BLOCK_C), dtype=tl.float32)
@@ -229,27 +198,16 @@ def _bwd_data_kernel(x_ptr, off_ptr, mask_ptr, w_ptr, gout_ptr, gx_ptr, goff_ptr
                     w_row = ((g * K + k) * C_IN_G + cols - c_lo)[None, :] * C_OUT_G
                     # ds[p, c] = sum_co grad_out[p, co] * W[co, c, k]
                     if SINGLE_CO:
-                        wt = tl.load(
-                            w_ptr + w_row + cor[:, None],
-                            mask=c_ok[None, :] & (cor < C_OUT_G)[:, None],
-                            other=0.0,
-                        )
+                        w_ok = c_ok[None, :] & (cor < C_OUT_G)[:, None]
+                        wt = tl.load(w_ptr + w_row + cor[:, None], mask=w_ok, other=0.0)
                         ds = tl.dot(gt, wt, input_precision=DOT_PRECISION)
                     else:
                         ds = tl.zeros((BLOCK_P, BLOCK_C), dtype=tl.float32)
                         for co0 in range(0, C_OUT_G, BLOCK_CO):
                             co = co0 + cor
-                            co_ok = co < C_OUT_G
-                            g_off = (n * C_OUT + g * C_OUT_G) * HWo
-                            g_off += co[None, :] * HWo + hw[:, None]
-                            gc = tl.load(
-                                gout_ptr + g_off, mask=p_ok[:, None] & co_ok[None, :], other=0.0
-                            )
-                            wt = tl.load(
-                                w_ptr + w_row + co[:, None],
-                                mask=c_ok[None, :] & co_ok[:, None],
-                                other=0.0,
-                            )
+                            gc = _gout_tile(gout_ptr, n, g, co, hw, p_ok, C_OUT, C_OUT_G, HWo)
+                            w_ok = c_ok[None, :] & (co < C_OUT_G)[:, None]
+                            wt = tl.load(w_ptr + w_row + co[:, None], mask=w_ok, other=0.0)
                             ds = tl.dot(gc, wt, ds, input_precision=DOT_PRECISION)
                     v00, v01, v10, v11 = _corners(
                         x_ptr, C, cols, c_ok, i00, i01, i10, i11, ok00, ok01, ok10, ok11
@@ -264,32 +222,10 @@ def _bwd_data_kernel(x_ptr, off_ptr, mask_ptr, w_ptr, gout_ptr, gx_ptr, goff_ptr
                     # d(bilinear)/dy and /dx of the four-corner blend
                     acc_y += dm * (hx * (v10 - v00) + vx * (v11 - v01))
                     acc_x += dm * (hy * (v01 - v00) + vy * (v11 - v10))
-                    c2 = cols[None, :]
-                    cm = c_ok[None, :]
-                    tl.atomic_add(
-                        gx_ptr + i00[:, None] * C + c2,
-                        dm * hy * hx,
-                        mask=ok00[:, None] & cm,
-                        sem="relaxed",
-                    )
-                    tl.atomic_add(
-                        gx_ptr + i01[:, None] * C + c2,
-                        dm * hy * vx,
-                        mask=ok01[:, None] & cm,
-                        sem="relaxed",
-                    )
-                    tl.atomic_add(
-                        gx_ptr + i10[:, None] * C + c2,
-                        dm * vy * hx,
-                        mask=ok10[:, None] & cm,
-                        sem="relaxed",
-                    )
-                    tl.atomic_add(
-                        gx_ptr + i11[:, None] * C + c2,
-                        dm * vy * vx,
-                        mask=ok11[:, None] & cm,
-                        sem="relaxed",
-                    )
+                    _scatter(gx_ptr, C, cols, c_ok, i00, ok00, dm * hy * hx)
+                    _scatter(gx_ptr, C, cols, c_ok, i01, ok01, dm * hy * vx)
+                    _scatter(gx_ptr, C, cols, c_ok, i10, ok10, dm * vy * hx)
+                    _scatter(gx_ptr, C, cols, c_ok, i11, ok11, dm * vy * vx)
                 sum_y, sum_x, sum_m = tl.sum(acc_y, 1), tl.sum(acc_x, 1), tl.sum(acc_m, 1)
                 ch = og * K + k
                 o_off = (n * (2 * G_OFF * K) + 2 * ch) * HWo + hw
@@ -335,37 +271,13 @@ def _bwd_weight_kernel(x_ptr, off_ptr, mask_ptr, gout_ptr, gw_ptr, N, C, H, W, H
     t_end = tl.minimum(t_start + TILES_PER_SPLIT, N * tl.cdiv(HWo, BLOCK_P))
     for t in range(t_start, t_end):
         p_ok, n, hw, ho, wo = _pixels(t, H_out, W_out, BLOCK_P)
-        g_off = (n * C_OUT + g * C_OUT_G) * HWo
-        g_off += co[None, :] * HWo + hw[:, None]
-        gt = tl.load(gout_ptr + g_off, mask=p_ok[:, None] & co_ok[None, :], other=0.0)
+        gt = _gout_tile(gout_ptr, n, g, co, hw, p_ok, C_OUT, C_OUT_G, HWo)
         s = tl.zeros((BLOCK_P, BLOCK_C), dtype=tl.float32)
         # a C_in tile may cover several offset groups: each column takes its own group's taps
         for og in range(c_lo // C_OG, (c_hi - 1) // C_OG + 1):
             i00, i01, i10, i11, ok00, ok01, ok10, ok11, ly, lx, m = _tap_coords(
-                off_ptr,
-                mask_ptr,
-                n,
-                ho,
-                wo,
-                p_ok,
-                og,
-                k,
-                i,
-                j,
-                K,
-                G_OFF,
-                H_out,
-                W_out,
-                H,
-                W,
-                sh,
-                sw,
-                ph,
-                pw,
-                dh,
-                dw,
-                HAS_MASK,
-            )
+                off_ptr, mask_ptr, n, ho, wo, p_ok, og, k, i, j, K, G_OFF, H_out, W_out, H, W,
+                sh, sw, ph, pw, dh, dw, HAS_MASK)  # fmt: skip
             in_og = c_ok & (cols >= og * C_OG) & (cols < (og + 1) * C_OG)
             v00, v01, v10, v11 = _corners(
                 x_ptr, C, cols, in_og, i00, i01, i10, i11, ok00, ok01, ok10, ok11
