@@ -33,12 +33,12 @@ OPS = {
 
 # (B, Q, H, D, level shapes, P): one level / one point, D not a power of two with a 1x1 level
 # and L*P = 6, only 1x1 levels (every query hits the same value rows: colliding atomics),
-# and Q spanning two query blocks.
+# and Q spanning several query blocks (BLOCK_Q = 32 forward, 16 backward at D = 32).
 SHAPES = {
     "one_level_one_point": (1, 3, 2, 8, [(3, 4)], 1),
     "odd_d12_1x1_level": (2, 5, 2, 12, [(4, 5), (2, 3), (1, 1)], 2),
     "all_1x1_levels": (1, 4, 2, 4, [(1, 1), (1, 1)], 3),
-    "two_query_blocks": (1, 19, 1, 16, [(5, 7), (3, 2)], 4),
+    "several_query_blocks": (1, 37, 1, 32, [(5, 7), (3, 2)], 4),
 }
 
 
@@ -128,6 +128,15 @@ def test_triton_backend_runs_the_kernels(monkeypatch):
     with use_backend("torch"):
         run_with_grads(ms_deform_attn_fused, *inputs)
     assert len(calls) == 2
+
+
+@needs_triton_cpu
+def test_triton_no_queries():
+    value, shapes, starts, loc, attention = make_inputs(1, 0, 2, 4, [(2, 2)], 1)
+    with use_backend("triton"):
+        out, grads, _ = run_with_grads(ms_deform_attn_fused, value, shapes, starts, loc, attention)
+    assert out.shape == (1, 0, 8)
+    assert grads[0].shape == value.shape and not grads[0].any()
 
 
 def test_fused_equals_softmax_then_weights():
