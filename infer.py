@@ -167,8 +167,6 @@ def write_overlays(run, results: list[dict], names: dict, args, out_dir: Path) -
 def main(argv: list[str] | None = None) -> dict:
     """Run inference; returns a summary (paths, latency, metrics). Errors raise."""
     args = parse_args(argv)
-    import torch
-
     from gmpvis.engine.checkpoint import CheckpointError
     from gmpvis.engine.online import (
         LatencyStats,
@@ -210,8 +208,7 @@ def main(argv: list[str] | None = None) -> dict:
         channels_last=args.channels_last,
     )
     stepper = build_stepper(model, opts)
-    tcfg = tracker_config(args)
-    torch.set_grad_enabled(False)
+    tcfg = tracker_config(args)  # the frame loops run under torch.no_grad themselves
     results: list[dict] = []
     stats = LatencyStats()
     overlays: list[Path] = []

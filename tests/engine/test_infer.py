@@ -77,6 +77,7 @@ def test_json_input_results_read_by_evaluator(setup):
         "--overlay",
         "gif",
     )
+    assert torch.is_grad_enabled()  # no global side effect on the caller
     res = check_results(out / "results.json", {1: T, 2: T})
     assert {r["video_id"] for r in res} == {1, 2}
     assert (out / "results.zip").is_file() and len(summary["overlays"]) == 2
