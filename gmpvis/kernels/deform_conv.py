@@ -19,7 +19,6 @@ gradient (``sample^T @ grad_out`` reduced over pixels, split over programs + ato
 
 import contextlib
 import math
-from typing import Optional
 
 import torch
 import triton
@@ -442,11 +441,11 @@ def _deform_conv2d_op(
     input: torch.Tensor,
     offset: torch.Tensor,
     weight: torch.Tensor,
-    bias: Optional[torch.Tensor],  # noqa: UP045 (custom_op schema inference)
+    bias: torch.Tensor | None,
     stride: list[int],
     padding: list[int],
     dilation: list[int],
-    mask: Optional[torch.Tensor],  # noqa: UP045
+    mask: torch.Tensor | None,
 ) -> torch.Tensor:
     if _use_triton(input):
         return _forward_triton(input, offset, weight, bias, stride, padding, dilation, mask)
@@ -478,11 +477,11 @@ def _deform_conv2d_backward_op(
     input: torch.Tensor,
     offset: torch.Tensor,
     weight: torch.Tensor,
-    bias: Optional[torch.Tensor],  # noqa: UP045
+    bias: torch.Tensor | None,
     stride: list[int],
     padding: list[int],
     dilation: list[int],
-    mask: Optional[torch.Tensor],  # noqa: UP045
+    mask: torch.Tensor | None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Grads of input, offset, weight, bias and mask (``[0]``-sized when bias/mask is None)."""
     args = (input, offset, weight, bias, stride, padding, dilation, mask)
