@@ -281,7 +281,8 @@ class CudaGraphStep:
 
 
 class Stepper:
-    """``model.step`` with the chosen latency options (see :class:`RunOptions`)."""
+    """``model.step`` with the chosen latency options (see :class:`RunOptions`). Puts the
+    model in eval mode on the device (in place)."""
 
     def __init__(self, model: nn.Module, opts: RunOptions) -> None:
         self.opts = opts.validate()
