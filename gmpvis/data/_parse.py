@@ -313,7 +313,7 @@ def parse_annotation_dict(
         seg_hi[rs[first]] = np.r_[first[1:], len(rs)]
 
     if frames_root is not None:
-        _check_frame_files(frames_root, videos, col)
+        check_frame_files(frames_root, videos, col)
 
     return Parsed(
         categories=categories,
@@ -341,7 +341,7 @@ def _flatten_numbers(lists: list[list], total: int, dtype) -> np.ndarray | None:
     return out
 
 
-def _check_frame_files(frames_root: str, videos: list[dict], col: _Collector) -> None:
+def check_frame_files(frames_root: str, videos: list[dict], col: _Collector) -> None:
     """Every frame file must exist: one directory listing per frame directory."""
     listing: dict[str, set[str] | None] = {}
     for i, v in enumerate(videos):

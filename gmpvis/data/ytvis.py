@@ -11,6 +11,7 @@ Category ids are mapped to contiguous labels ``0..C-1`` in sorted-id order;
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import warnings
@@ -25,6 +26,8 @@ from gmpvis.data._parse import (
     SEG_RLE,
     SEG_URLE,
     AnnotationError,
+    _Collector,
+    check_frame_files,
     parse_annotation_dict,
 )
 from gmpvis.data.rle import decode_rles, polygon_to_rle, uncompressed_to_rle
@@ -59,8 +62,46 @@ def read_json(path: str | os.PathLike):
         raise AnnotationError(f"annotation file {path} {kind}: {e}") from None
 
 
+_CACHE_VERSION = 1
+_ARRAYS = (
+    "video_ids", "heights", "widths", "lengths",
+    "ann_ids", "ann_video", "ann_labels", "ann_iscrowd", "ann_seg0", "ann_ptr",
+    "_seg_kind", "_seg_lo", "_seg_hi", "_rle_bytes", "_counts", "_ring_ptr", "_coords",
+)  # fmt: skip
+
+
 def _id_or_minus1(x) -> int:
     return -1 if x is None else int(x)
+
+
+def _cache_path(cache_dir, ann_file, *flags) -> str:
+    st = os.stat(ann_file)
+    key = json.dumps([_CACHE_VERSION, os.path.abspath(ann_file), st.st_size, st.st_mtime_ns, flags])
+    digest = hashlib.sha1(key.encode()).hexdigest()[:16]
+    stem = os.path.splitext(os.path.basename(ann_file))[0]
+    return os.path.join(os.fspath(cache_dir), f"{stem}-{digest}.npz")
+
+
+def _report(source, problems: dict, ids: list[int], orphans: list[str], skip: bool) -> list:
+    """Raise on problems, or (``skip``) warn once and return ``[(video id, reason)]``."""
+    bad = sorted(problems)
+    messages = [m for i in bad for m in problems[i]] + orphans
+    if messages and not skip:
+        more = f" (and {len(messages) - 5} more problems)" if len(messages) > 5 else ""
+        raise AnnotationError(
+            f"{source}: {len(messages)} problem(s) in {len(bad)} video(s); first: "
+            + "; ".join(messages[:5])
+            + more
+            + ". Fix the file or pass skip_bad_videos=True to drop those videos."
+        )
+    skipped = [(ids[i], problems[i][0]) for i in bad] + [(-1, m) for m in orphans]
+    if skipped:
+        warnings.warn(
+            f"{source}: skipped {len(bad)} bad video(s) and {len(orphans)} annotation(s) of "
+            f"unknown videos; first: {skipped[0][1]}",
+            stacklevel=4,
+        )
+    return skipped
 
 
 class YTVISAnnotations:
@@ -109,21 +150,55 @@ class YTVISAnnotations:
         frames_root: str | os.PathLike | None = None,
         require_annotations: bool = True,
         skip_bad_videos: bool = False,
+        cache_dir: str | os.PathLike | None = None,
     ) -> YTVISAnnotations:
         """Read and validate ``ann_file``; with ``frames_root`` also check every frame exists.
 
         A malformed file raises :class:`AnnotationError` (a ValueError) naming the video,
         annotation and field, and nothing is loaded; with ``skip_bad_videos=True`` the
         videos at fault are dropped instead, with one warning giving their count.
+
+        ``cache_dir``: keep the validated index there (an ``.npz`` keyed by the file's path,
+        size and mtime), so the next load of an unchanged file skips JSON parsing. Frame
+        files are checked on every load.
         """
-        data = read_json(ann_file)
-        return cls.from_dict(
-            data,
-            source=os.fspath(ann_file),
-            frames_root=frames_root,
-            require_annotations=require_annotations,
-            skip_bad_videos=skip_bad_videos,
-        )
+        if cache_dir is None:
+            data = read_json(ann_file)
+            return cls.from_dict(
+                data,
+                source=os.fspath(ann_file),
+                frames_root=frames_root,
+                require_annotations=require_annotations,
+                skip_bad_videos=skip_bad_videos,
+            )
+        path = _cache_path(cache_dir, ann_file, require_annotations)
+        index = None
+        if os.path.isfile(path):
+            try:
+                index = cls.load_saved(path)
+            except (OSError, ValueError, KeyError):  # unreadable or old cache: rebuild it
+                index = None
+        if index is not None and index.skipped:
+            if skip_bad_videos:  # the file has bad videos: say so again
+                warnings.warn(
+                    f"{index.source}: skipped {len(index.skipped)} bad video(s) or "
+                    f"annotation(s) (cached index); first: {index.skipped[0][1]}",
+                    stacklevel=2,
+                )
+            else:  # parse again to raise with the full report
+                index = None
+        if index is None:
+            index = cls.from_dict(
+                read_json(ann_file),
+                source=os.fspath(ann_file),
+                require_annotations=require_annotations,
+                skip_bad_videos=skip_bad_videos,
+            )
+            os.makedirs(cache_dir, exist_ok=True)
+            index.save(path)
+        if frames_root is not None:
+            index = index._check_frames(frames_root, skip_bad_videos)
+        return index
 
     @classmethod
     def from_dict(
@@ -139,27 +214,63 @@ class YTVISAnnotations:
         parsed = parse_annotation_dict(
             data, source, require_annotations=require_annotations, frames_root=root
         )
-        bad = sorted(parsed.problems)
-        messages = [m for i in bad for m in parsed.problems[i]] + parsed.orphan_problems
-        if messages and not skip_bad_videos:
-            more = f" (and {len(messages) - 5} more problems)" if len(messages) > 5 else ""
-            raise AnnotationError(
-                f"{source}: {len(messages)} problem(s) in {len(bad)} video(s); first: "
-                + "; ".join(messages[:5])
-                + more
-                + ". Fix the file or pass skip_bad_videos=True to drop those videos."
-            )
-        skipped = [(_id_or_minus1(parsed.videos[i]["id"]), parsed.problems[i][0]) for i in bad]
-        skipped += [(-1, m) for m in parsed.orphan_problems]
-        if skipped:
-            warnings.warn(
-                f"{source}: skipped {len(bad)} bad video(s) and "
-                f"{len(parsed.orphan_problems)} annotation(s) of unknown videos; first: "
-                f"{skipped[0][1]}",
-                stacklevel=2,
-            )
+        ids = [_id_or_minus1(v["id"]) for v in parsed.videos]
+        skipped = _report(source, parsed.problems, ids, parsed.orphan_problems, skip_bad_videos)
         keep = np.asarray([i for i in range(len(parsed.videos)) if i not in parsed.problems])
         return cls(parsed, source=source, keep=keep.astype(np.int64), skipped=skipped)
+
+    def _check_frames(self, frames_root, skip_bad_videos: bool) -> YTVISAnnotations:
+        """Check every frame file exists (one listing per frame directory)."""
+        videos = [
+            {"id": int(self.video_ids[i]), "file_names": self.file_names(i)}
+            for i in range(len(self))
+        ]
+        col = _Collector(self.source)
+        check_frame_files(os.fspath(frames_root), videos, col)
+        problems = {k: v for k, v in col.problems.items() if v}
+        if not problems:
+            return self
+        ids = [v["id"] for v in videos]
+        skipped = _report(self.source, problems, ids, [], skip_bad_videos)
+        out = self.subset([v for i, v in enumerate(ids) if i not in problems])
+        out.skipped = self.skipped + skipped
+        return out
+
+    # ---- cache ----------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the index as one ``.npz`` (no pickle; atomic rename)."""
+        meta = {
+            "version": _CACHE_VERSION,
+            "source": self.source,
+            "category_ids": self.category_ids,
+            "category_names": self.category_names,
+            "names": self._names,
+            "skipped": self.skipped,
+        }
+        arrays = {k: getattr(self, k) for k in _ARRAYS}
+        arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+        path = os.fspath(path)
+        tmp = f"{path}.tmp{os.getpid()}"
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+
+    @classmethod
+    def load_saved(cls, path: str | os.PathLike) -> YTVISAnnotations:
+        """Read an index written by :meth:`save`."""
+        with np.load(os.fspath(path), allow_pickle=False) as z:
+            meta = json.loads(z["meta"].tobytes())
+            if meta.get("version") != _CACHE_VERSION:
+                raise ValueError(f"{path}: index cache version {meta.get('version')}")
+            new = object.__new__(cls)
+            for k in _ARRAYS:
+                setattr(new, k, z[k])
+        new.source = meta["source"]
+        new.category_ids, new.category_names = meta["category_ids"], meta["category_names"]
+        new._names = meta["names"]
+        new.skipped = [tuple(x) for x in meta["skipped"]]
+        new._index_of = {int(v): i for i, v in enumerate(new.video_ids)}
+        return new
 
     # ---- queries --------------------------------------------------------------------------
     def __len__(self) -> int:

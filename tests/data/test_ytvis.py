@@ -187,3 +187,66 @@ def test_chunked_rle_check_matches_whole_buffer():
         sums, chunk_bad = rle_strings_check(buf, ptr, chunk_chars=chunk)
         assert (chunk_bad == bad).all() and bad[7] and bad.sum() == 1
         assert (sums == segment_sums(counts, cnt_ptr)).all()
+
+
+def test_cache_dir_skips_json_parsing_until_the_file_changes(make_dataset, tmp_path, monkeypatch):
+    import os
+
+    import gmpvis.data.ytvis as ytvis_mod
+    from gmpvis.data import AnnotationError
+
+    ds = make_dataset(n_videos=3, seed=5)
+    cache = tmp_path / "cache"
+    first = YTVISAnnotations.load(ds.ann_file, cache_dir=cache)
+    [npz] = list(cache.iterdir())
+    assert npz.suffix == ".npz"
+
+    def no_json(path):
+        raise AssertionError("JSON parsed although the cache is valid")
+
+    monkeypatch.setattr(ytvis_mod, "read_json", no_json)
+    again = YTVISAnnotations.load(ds.ann_file, cache_dir=cache, frames_root=ds.frames_root)
+    assert again.category_ids == first.category_ids and again.source == first.source
+    assert (again.video_ids == first.video_ids).all() and (again.ann_ids == first.ann_ids).all()
+    assert _check_all_masks(again, ds.truth) == len(ds.truth)
+    assert [again.video(i) for i in range(3)] == [first.video(i) for i in range(3)]
+
+    # frame files are still checked on a cached load
+    v = ds.data["videos"][2]
+    os.remove(os.path.join(ds.frames_root, v["file_names"][0]))
+    with pytest.raises(AnnotationError, match=rf"video id {v['id']}: frame file_names\[0\]"):
+        YTVISAnnotations.load(ds.ann_file, cache_dir=cache, frames_root=ds.frames_root)
+    with pytest.warns(UserWarning, match="skipped 1 bad video"):
+        kept = YTVISAnnotations.load(
+            ds.ann_file, cache_dir=cache, frames_root=ds.frames_root, skip_bad_videos=True
+        )
+    assert v["id"] not in kept.video_ids and len(kept) == 2
+
+    # a changed file (size / mtime) is parsed again; so is a corrupt cache
+    monkeypatch.undo()
+    data = json.loads(open(ds.ann_file).read())
+    data["videos"] = data["videos"][:2]
+    data["annotations"] = [a for a in data["annotations"] if a["video_id"] != v["id"]]
+    with open(ds.ann_file, "w") as f:
+        json.dump(data, f)
+    assert len(YTVISAnnotations.load(ds.ann_file, cache_dir=cache)) == 2
+    for f in cache.iterdir():
+        f.write_bytes(b"not an npz")
+    assert len(YTVISAnnotations.load(ds.ann_file, cache_dir=cache)) == 2
+
+
+def test_cache_of_a_file_with_bad_videos(make_dataset, tmp_path):
+    from gmpvis.data import AnnotationError
+
+    ds = make_dataset(n_videos=3, seed=6)
+    data = json.loads(open(ds.ann_file).read())
+    data["annotations"][-1]["segmentations"].pop()
+    with open(ds.ann_file, "w") as f:
+        json.dump(data, f)
+    cache = tmp_path / "cache"
+    for _ in range(2):  # built, then read from the cache: same warning, same index
+        with pytest.warns(UserWarning, match="skipped 1 bad video"):
+            index = YTVISAnnotations.load(ds.ann_file, cache_dir=cache, skip_bad_videos=True)
+        assert len(index) == 2
+    with pytest.raises(AnnotationError, match="'segmentations' has"):
+        YTVISAnnotations.load(ds.ann_file, cache_dir=cache)
