@@ -90,6 +90,14 @@ def test_triton_matches_reference(shape, op, dtype):
 
 
 @needs_triton_cpu
+@pytest.mark.parametrize("op", list(OPS))
+def test_triton_bfloat16(op):
+    """bf16 loads convert to float32 before any arithmetic, so the interpreter runs them too."""
+    inputs = make_inputs(*SHAPES["odd_d12_1x1_level"], dtype=torch.bfloat16)
+    assert_matches_reference(op, inputs, torch.bfloat16)
+
+
+@needs_triton_cpu
 def test_triton_mixed_dtypes_and_far_locations():
     """fp16 value with fp32 locations, some locations far outside the image (all corners 0)."""
     inputs = list(
