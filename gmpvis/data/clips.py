@@ -101,6 +101,7 @@ class YTVISDataset(torch.utils.data.Dataset):
             normalises.
         video_ids: restrict to these videos (e.g. one side of :func:`split_videos`).
         retries: resample the frames up to this many times when no instance is visible.
+        skip_bad_videos, cache_dir: passed to :meth:`YTVISAnnotations.load` for a path.
     """
 
     def __init__(
@@ -115,6 +116,7 @@ class YTVISDataset(torch.utils.data.Dataset):
         samples_per_video: int = 1,
         retries: int = 3,
         skip_bad_videos: bool = False,
+        cache_dir: str | os.PathLike | None = None,
     ):
         if clip_len < 1 or max_gap < 1 or samples_per_video < 1:
             raise ValueError(
@@ -123,7 +125,10 @@ class YTVISDataset(torch.utils.data.Dataset):
             )
         if not isinstance(annotations, YTVISAnnotations):
             annotations = YTVISAnnotations.load(
-                annotations, frames_root=frames_root, skip_bad_videos=skip_bad_videos
+                annotations,
+                frames_root=frames_root,
+                skip_bad_videos=skip_bad_videos,
+                cache_dir=cache_dir,
             )
         if video_ids is not None:
             annotations = annotations.subset(video_ids)
@@ -205,17 +210,20 @@ class YTVISDataset(torch.utils.data.Dataset):
         return frames.float(), target
 
 
-def build_dataset(data_cfg, split: str = "train", *, train: bool | None = None) -> YTVISDataset:
+def build_dataset(
+    data_cfg, split: str = "train", *, train: bool | None = None, cache_dir=None
+) -> YTVISDataset:
     """Dataset from a ``Config.data`` section: ``split`` is "train", "holdout" or "all".
 
     Training transforms for "train" (multi-scale, crop, flip), evaluation ones otherwise
-    (short side ``max(scales)``), unless ``train`` says otherwise.
+    (short side ``max(scales)``), unless ``train`` says otherwise. ``cache_dir``: see
+    :meth:`YTVISAnnotations.load`.
     """
     if split not in ("train", "holdout", "all"):
         raise ValueError(f"build_dataset: split must be train, holdout or all, got {split!r}")
     ann_file = data_cfg.ann_file or os.path.join(data_cfg.root, "annotations.json")
     frames_root = os.path.join(data_cfg.root, "JPEGImages")
-    ann = YTVISAnnotations.load(ann_file, frames_root=frames_root)
+    ann = YTVISAnnotations.load(ann_file, frames_root=frames_root, cache_dir=cache_dir)
     ids = None
     if split != "all":
         tr, ho = split_videos(ann.video_ids, data_cfg.holdout_fraction, seed=data_cfg.split_seed)
