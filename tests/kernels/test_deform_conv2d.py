@@ -108,6 +108,21 @@ def test_triton_samples_far_outside_are_zero():
         assert grads[name].abs().max() == 0, name
 
 
+def test_triton_non_contiguous_inputs():
+    """Strided views (channels-last input, sliced offset/mask as in the seg head) are accepted."""
+    args, conf = make_inputs(2, 4, 5, 6, 3, 3, 3, padding=1)
+    om = torch.randn(2, 27 + 5, 5, 6, requires_grad=True)  # offset and mask sliced off one map
+    x = args["input"].detach().to(memory_format=torch.channels_last).requires_grad_()
+    views = dict(args, input=x, offset=om[:, :18], mask=om[:, 18:27].sigmoid())
+    assert not views["input"].is_contiguous() and not views["offset"].is_contiguous()
+    out_ref, grads_ref, grad_out = _run(reference.deform_conv2d, views, conf)
+    with use_backend("triton"):
+        out, grads, _ = _run(dc.deform_conv2d, views, conf, grad_out)
+    _assert_close(out, out_ref, torch.float32, "output")
+    for name, g in grads.items():
+        _assert_close(g, grads_ref[name], torch.float32, f"grad {name}")
+
+
 def test_reference_matches_torchvision_float64():
     for name, (n, c, h, w, c_out, kh, kw, opts) in CASES.items():
         args, conf = make_inputs(n, c, h, w, c_out, kh, kw, dtype=torch.float64, **opts)
