@@ -11,7 +11,6 @@ Category ids are mapped to contiguous labels ``0..C-1`` in sorted-id order;
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import warnings
@@ -30,6 +29,7 @@ from gmpvis.data._parse import (
     check_frame_files,
     parse_annotation_dict,
 )
+from gmpvis.data.index_cache import cache_path, load_index, save_index
 from gmpvis.data.rle import decode_rles, polygon_to_rle, uncompressed_to_rle
 
 __all__ = ["AnnotationError", "VideoInfo", "YTVISAnnotations"]
@@ -62,24 +62,8 @@ def read_json(path: str | os.PathLike):
         raise AnnotationError(f"annotation file {path} {kind}: {e}") from None
 
 
-_CACHE_VERSION = 1
-_ARRAYS = (
-    "video_ids", "heights", "widths", "lengths",
-    "ann_ids", "ann_video", "ann_labels", "ann_iscrowd", "ann_seg0", "ann_ptr",
-    "_seg_kind", "_seg_lo", "_seg_hi", "_rle_bytes", "_counts", "_ring_ptr", "_coords",
-)  # fmt: skip
-
-
 def _id_or_minus1(x) -> int:
     return -1 if x is None else int(x)
-
-
-def _cache_path(cache_dir, ann_file, *flags) -> str:
-    st = os.stat(ann_file)
-    key = json.dumps([_CACHE_VERSION, os.path.abspath(ann_file), st.st_size, st.st_mtime_ns, flags])
-    digest = hashlib.sha1(key.encode()).hexdigest()[:16]
-    stem = os.path.splitext(os.path.basename(ann_file))[0]
-    return os.path.join(os.fspath(cache_dir), f"{stem}-{digest}.npz")
 
 
 def _report(source, problems: dict, ids: list[int], orphans: list[str], skip: bool) -> list:
@@ -171,7 +155,7 @@ class YTVISAnnotations:
                 require_annotations=require_annotations,
                 skip_bad_videos=skip_bad_videos,
             )
-        path = _cache_path(cache_dir, ann_file, require_annotations)
+        path = cache_path(cache_dir, ann_file, require_annotations)
         index = None
         if os.path.isfile(path):
             try:
@@ -238,39 +222,13 @@ class YTVISAnnotations:
 
     # ---- cache ----------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> None:
-        """Write the index as one ``.npz`` (no pickle; atomic rename)."""
-        meta = {
-            "version": _CACHE_VERSION,
-            "source": self.source,
-            "category_ids": self.category_ids,
-            "category_names": self.category_names,
-            "names": self._names,
-            "skipped": self.skipped,
-        }
-        arrays = {k: getattr(self, k) for k in _ARRAYS}
-        arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
-        path = os.fspath(path)
-        tmp = f"{path}.tmp{os.getpid()}"
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
+        """Write the index as one ``.npz`` (see :mod:`gmpvis.data.index_cache`)."""
+        save_index(self, path)
 
     @classmethod
     def load_saved(cls, path: str | os.PathLike) -> YTVISAnnotations:
         """Read an index written by :meth:`save`."""
-        with np.load(os.fspath(path), allow_pickle=False) as z:
-            meta = json.loads(z["meta"].tobytes())
-            if meta.get("version") != _CACHE_VERSION:
-                raise ValueError(f"{path}: index cache version {meta.get('version')}")
-            new = object.__new__(cls)
-            for k in _ARRAYS:
-                setattr(new, k, z[k])
-        new.source = meta["source"]
-        new.category_ids, new.category_names = meta["category_ids"], meta["category_names"]
-        new._names = meta["names"]
-        new.skipped = [tuple(x) for x in meta["skipped"]]
-        new._index_of = {int(v): i for i, v in enumerate(new.video_ids)}
-        return new
+        return load_index(cls, path)
 
     # ---- queries --------------------------------------------------------------------------
     def __len__(self) -> int:
