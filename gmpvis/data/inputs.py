@@ -102,9 +102,14 @@ class VideoFileSource(VideoSource):
 
     def frames(self) -> Iterator[np.ndarray]:
         av = _import_av()
-        with av.open(self.path) as container:
-            for frame in container.decode(video=0):
-                yield frame.to_ndarray(format="rgb24")
+        k = 0
+        try:
+            with av.open(self.path) as container:
+                for frame in container.decode(video=0):
+                    yield frame.to_ndarray(format="rgb24")
+                    k += 1
+        except av.error.FFmpegError as e:
+            raise ValueError(f"video file {self.path}: decoding failed at frame {k}: {e}") from None
 
 
 def _import_av():
