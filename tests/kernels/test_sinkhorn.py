@@ -186,7 +186,7 @@ def test_all_masked_and_all_minus_inf_rows_are_zero(dustbin):
 @needs_triton
 @pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")  # the interpreter
 @pytest.mark.parametrize("tau", [1.0, 1e-3, 1e-30])
-@pytest.mark.parametrize("dustbin", [None, 2.0])
+@pytest.mark.parametrize("dustbin", [None, 2.0, float("inf"), float("-inf")])
 def test_huge_logits_and_tiny_tau_stay_finite(tau, dustbin):
     B, n1, n2 = 2, 4, 6
     scores = torch.randn(B, n1, n2, device=DEVICE)
