@@ -15,6 +15,8 @@ Backward: one kernel for the data gradients (``ds = grad_out @ W`` per tile, sca
 ``grad_input`` through the bilinear weights with float32 atomics; ``grad_offset`` from the
 coordinate derivatives, ``grad_mask`` from the unmodulated sample) and one for the weight
 gradient (``sample^T @ grad_out`` reduced over pixels, split over programs + atomics).
+float32 dots run as tf32x3 (float32-level accuracy) unless
+``torch.backends.cuda.matmul.allow_tf32`` is set (then single-pass TF32, faster).
 """
 
 import contextlib
@@ -29,8 +31,6 @@ from gmpvis.kernels._backend import resolve
 from gmpvis.kernels._checks import check_tensor
 
 OP = "deform_conv2d"
-# float32 inputs: three TF32 passes give float32-level accuracy on tensor cores.
-_FP32_DOT = "tf32x3"
 
 
 @triton.jit
@@ -313,7 +313,12 @@ def _pow2(x: int, lo: int, hi: int) -> int:
 
 
 def _dot_precision(dtype: torch.dtype) -> str:
-    return _FP32_DOT if dtype == torch.float32 else "tf32"  # ignored for half operands
+    """float32: tf32x3 (float32-level accuracy, like torchvision's GEMM) unless TF32 matmuls
+    are allowed (``torch.backends.cuda.matmul.allow_tf32``): then one TF32 pass, 3x fewer MMAs.
+    Half inputs: the flag is ignored by ``tl.dot``."""
+    if dtype == torch.float32 and not torch.backends.cuda.matmul.allow_tf32:
+        return "tf32x3"
+    return "tf32"
 
 
 def _weight_tiles(weight: torch.Tensor, groups: int, dtype: torch.dtype) -> torch.Tensor:

@@ -250,3 +250,16 @@ def test_gpu_matches_reference(shape, dtype):
         err = (a.double() - b.double()).abs().max().item()
         scale = b.double().abs().max().item()
         assert err <= 10 * (atol + rtol * scale), f"{name}: {err:.3g} (scale {scale:.3g})"
+
+
+@pytest.mark.gpu
+def test_gpu_tf32_mode(monkeypatch):
+    """``allow_tf32`` switches float32 dots to one TF32 pass: TF32-level agreement only."""
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", True)
+    args, conf = make_inputs(2, 64, 45, 80, 64, 3, 3, padding=1, device="cuda")
+    out_ref, grads_ref, grad_out = _run(reference.deform_conv2d, args, conf)
+    with use_backend("triton"):
+        out, grads, _ = _run(dc.deform_conv2d, args, conf, grad_out)
+    for name, a, b in [("output", out, out_ref)] + [(k, grads[k], grads_ref[k]) for k in grads]:
+        err = (a - b).abs().max().item()
+        assert err <= 1e-2 * b.abs().max().item(), name
