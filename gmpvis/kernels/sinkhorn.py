@@ -259,9 +259,11 @@ def sinkhorn_bwd_triton(
     d_scores = torch.empty_like(scores)
     if scores.numel() == 0:
         return d_scores
-    lse = torch.empty(B, max(iters, 1), block_m + block_n, device=scores.device)
+    shifts = torch.empty(
+        B, max(iters, 1), block_m + block_n, device=scores.device, dtype=torch.float32
+    )
     _sinkhorn_bwd_kernel[(B,)](
-        grad, scores, _mask_arg(row_mask, scores), _mask_arg(col_mask, scores), lse, d_scores,
+        grad, scores, _mask_arg(row_mask, scores), _mask_arg(col_mask, scores), shifts, d_scores,
         n1, n2, float(tau), _bin_logit(dustbin, tau), int(iters),
         HAS_RM=row_mask is not None, HAS_CM=col_mask is not None, HAS_BIN=has_bin,
         BLOCK_M=block_m, BLOCK_N=block_n, num_warps=num_warps,
