@@ -96,6 +96,22 @@ def test_triton_matches_reference(case, dtype):
         _assert_close(g, grads_ref[name], dtype, f"grad {name}")
 
 
+def test_triton_small_tiles_cover_every_loop(monkeypatch):
+    """16-wide tiles on 40 channels: several channel chunks per offset group, C_in tiles of
+    the weight kernel straddling two offset groups, several C_out tiles everywhere."""
+    blocks = dc._blocks
+    monkeypatch.setattr(
+        dc, "_blocks", lambda geo, dt: {**blocks(geo, dt), "c": 16, "wc": 16, "co": 16}
+    )
+    args, conf = make_inputs(1, 40, 3, 4, 36, 1, 2, g_off=2, padding=(1, 0))
+    out_ref, grads_ref, grad_out = _run(reference.deform_conv2d, args, conf)
+    with use_backend("triton"):
+        out, grads, _ = _run(dc.deform_conv2d, args, conf, grad_out)
+    _assert_close(out, out_ref, torch.float32, "output")
+    for name, g in grads.items():
+        _assert_close(g, grads_ref[name], torch.float32, f"grad {name}")
+
+
 def test_triton_samples_far_outside_are_zero():
     """Offsets far beyond the image (huge, clamped before the int cast) give bias only."""
     args, conf = make_inputs(1, 3, 4, 5, 2, 3, 3, padding=1, spread=0.0)
