@@ -87,14 +87,17 @@ def resolve(device: torch.device, op: str) -> str:
     )
 
 
-def reference_vjp(
-    fn, inputs: tuple[torch.Tensor, ...], grad: torch.Tensor
-) -> tuple[torch.Tensor, ...]:
-    """Vector-Jacobian product of a reference function, for the torch path of a backward op.
+@contextlib.contextmanager
+def autograd_enabled() -> Iterator[None]:
+    """Let autograd record inside a custom op body (the reference path of a backward op).
 
-    Inside a ``torch.library.custom_op`` implementation the dispatcher runs below autograd,
-    so ``torch.enable_grad()`` + ``torch.autograd.grad`` builds no graph there;
-    ``torch.func.vjp`` has its own transform layer and works. ``fn(*inputs) -> Tensor``.
+    An op body runs with the Autograd dispatch keys in the thread-local exclude set, where
+    ``torch.enable_grad()`` alone records no graph: lift that exclusion for the block.
+    (``torch.func.vjp`` records too, but its wrapped tensors have no storage and fail
+    ``opcheck``'s schema test.)
     """
-    _, pullback = torch.func.vjp(fn, *inputs)
-    return tuple(g.contiguous() for g in pullback(grad))
+    include = torch._C._dispatch_tls_local_include_set()
+    exclude = torch._C._dispatch_tls_local_exclude_set()
+    exclude = exclude.remove(torch._C.DispatchKey.AutogradFunctionality)
+    with torch._C._ForceDispatchKeyGuard(include, exclude), torch.enable_grad():
+        yield

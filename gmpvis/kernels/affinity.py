@@ -30,14 +30,12 @@ distance has an absolute error of ~1e-7 * |e|^2 (float32), negligible unless ``s
 is that small.
 """
 
-import contextlib
-
 import torch
 import triton
 import triton.language as tl
 
 from gmpvis.kernels import reference
-from gmpvis.kernels._backend import resolve
+from gmpvis.kernels._backend import autograd_enabled, resolve
 from gmpvis.kernels._checks import check_tensor
 
 OP = "gm_affinity"
@@ -378,21 +376,6 @@ def _(node1, node2, edge1, edge2, assign, sigma, mask1, mask2):
     return node1.new_empty(node1.shape[0], node1.shape[1], node2.shape[1])
 
 
-@contextlib.contextmanager
-def _autograd_enabled():
-    """Record autograd inside an op body.
-
-    A custom op's body runs below autograd (its dispatch keys are excluded from the local
-    TLS), where ``torch.enable_grad()`` alone records nothing: lift that exclusion.
-    (``torch.func.vjp`` would work too, but its wrappers break opcheck's schema check.)
-    """
-    exclude = torch._C._dispatch_tls_local_exclude_set()
-    exclude = exclude.remove(torch._C.DispatchKey.AutogradFunctionality)
-    include = torch._C._dispatch_tls_local_include_set()
-    with torch._C._ForceDispatchKeyGuard(include, exclude), torch.enable_grad():
-        yield
-
-
 @torch.library.custom_op("gmpvis::gm_affinity_backward", mutates_args=())
 def _gm_affinity_backward_op(
     grad: torch.Tensor,
@@ -409,7 +392,7 @@ def _gm_affinity_backward_op(
         return gm_affinity_triton_backward(
             grad, node1, node2, edge1, edge2, assign, sigma, mask1, mask2
         )
-    with _autograd_enabled():
+    with autograd_enabled():
         leaves = [t.detach().requires_grad_() for t in (node1, node2, edge1, edge2, assign)]
         out = reference.gm_affinity(*leaves, sigma=sigma, mask1=mask1, mask2=mask2)
         grads = torch.autograd.grad(out, leaves, grad)

@@ -20,14 +20,12 @@ the location and weight (or logit) gradients of its queries directly.
 
 from __future__ import annotations
 
-import contextlib
-
 import torch
 import triton
 import triton.language as tl
 
 from gmpvis.kernels import reference
-from gmpvis.kernels._backend import resolve
+from gmpvis.kernels._backend import autograd_enabled, resolve
 from gmpvis.kernels._checks import check_tensor
 
 _INT_DTYPES = (torch.int64, torch.int32)
@@ -281,21 +279,6 @@ def _use_triton(op: str, value, loc, attn) -> bool:
 # ----------------------------------------------------------------------------- registration
 
 
-@contextlib.contextmanager
-def _autograd_enabled():
-    """Record autograd inside a custom op body (for the reference path of the backward op).
-
-    The body runs with the autograd dispatch keys excluded from the local TLS, where
-    ``torch.enable_grad()`` alone records nothing; lift that exclusion. (``torch.func.vjp``
-    records too, but its tensor wrappers have no storage and fail opcheck's schema check.)
-    """
-    exclude = torch._C._dispatch_tls_local_exclude_set()
-    exclude = exclude.remove(torch._C.DispatchKey.AutogradFunctionality)
-    include = torch._C._dispatch_tls_local_include_set()
-    with torch._C._ForceDispatchKeyGuard(include, exclude), torch.enable_grad():
-        yield
-
-
 def _register(fused: bool):
     """Register ``gmpvis::<name>`` and ``gmpvis::<name>_backward`` with autograd between them."""
     name = "ms_deform_attn_fused" if fused else "ms_deform_attn"
@@ -334,7 +317,7 @@ def _register(fused: bool):
                 attention, fused=fused,
             )  # fmt: skip
         leaves = [t.detach().requires_grad_() for t in (value, sampling_locations, attention)]
-        with _autograd_enabled():
+        with autograd_enabled():
             out = ref(leaves[0], spatial_shapes, level_start_index, leaves[1], leaves[2])
             grads = torch.autograd.grad(out, leaves, grad_out)
         return tuple(g.contiguous() for g in grads)

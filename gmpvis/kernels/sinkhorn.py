@@ -25,16 +25,14 @@ reference) at the price of one extra forward pass in the backward.
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Iterator
 
 import torch
 import triton
 import triton.language as tl
 
 from gmpvis.kernels import reference
-from gmpvis.kernels._backend import resolve
+from gmpvis.kernels._backend import autograd_enabled, resolve
 from gmpvis.kernels._checks import check_tensor
 
 MAX_SIDE = 128  # largest R (= n1 [+1]) and C (= n2 [+1]) one program holds on chip
@@ -307,21 +305,6 @@ def _(scores, iters, tau, row_mask, col_mask, dustbin):
     return scores.new_empty(B, n1 + extra, n2 + extra)
 
 
-@contextlib.contextmanager
-def _grad_recorded() -> Iterator[None]:
-    """Let autograd record inside a custom op body (the reference path of the backward op).
-
-    Op bodies run with the Autograd dispatch keys in the thread-local exclude set, where
-    ``torch.enable_grad()`` alone records no graph; drop that exclusion for the block.
-    (``torch.func.vjp`` would record too, but its wrapped tensors fail opcheck's schema test.)
-    """
-    include = torch._C._dispatch_tls_local_include_set()
-    exclude = torch._C._dispatch_tls_local_exclude_set()
-    exclude = exclude.remove(torch._C.DispatchKey.AutogradFunctionality)
-    with torch._C._ForceDispatchKeyGuard(include, exclude), torch.enable_grad():
-        yield
-
-
 @torch.library.custom_op("gmpvis::sinkhorn_backward", mutates_args=())
 def _sinkhorn_backward_op(
     grad: torch.Tensor,
@@ -335,7 +318,7 @@ def _sinkhorn_backward_op(
     if _use_triton(scores):
         return sinkhorn_bwd_triton(grad, scores, iters, tau, row_mask, col_mask, dustbin)
 
-    with _grad_recorded():
+    with autograd_enabled():
         leaf = scores.detach().requires_grad_(True)
         out = reference.sinkhorn(
             leaf, iters, tau=tau, row_mask=row_mask, col_mask=col_mask, dustbin=dustbin
