@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test lint format bench clean
+.PHONY: venv demo test lint format bench bench-e2e clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,9 @@ format: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.kernels
+
+bench-e2e: $(STAMP)
+	$(PY) -m benchmarks.e2e
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache
