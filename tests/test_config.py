@@ -96,3 +96,33 @@ def test_unknown_preset_and_dict_keys():
         config_from_dict({"model": {"bogus": 1}})
     with pytest.raises(ValueError, match="extra"):
         config_from_dict({"extra": {}})
+
+
+def test_every_field_is_overridable_from_its_string_form():
+    """Each field of each section parses back from a command-line string of its value."""
+    import dataclasses
+
+    base = get_config("r50")
+    overrides = []
+    for section in ("model", "loss", "data", "train"):
+        for f in dataclasses.fields(getattr(base, section)):
+            value = getattr(getattr(base, section), f.name)
+            if isinstance(value, list | tuple):
+                text = ",".join(str(v) for v in value)
+            else:
+                text = str(value)
+            overrides.append(f"{section}.{f.name}={text}")
+    assert len(overrides) > 60
+    assert get_config("r50", overrides) == base
+    # and a changed value of every kind lands with the right type
+    cfg = get_config(
+        "r50",
+        [
+            "model.gm_lambda=0.75",
+            "data.synthetic_difficulty=hard",
+            "model.frozen_bn=off",
+            "data.max_gap=5",
+        ],
+    )
+    assert (cfg.model.gm_lambda, cfg.data.synthetic_difficulty) == (0.75, "hard")
+    assert cfg.model.frozen_bn is False and cfg.data.max_gap == 5

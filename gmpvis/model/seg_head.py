@@ -33,6 +33,7 @@ class ModulatedDeformConv(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``[N, cin, h, w]`` -> ``[N, cout, h, w]``."""
+        x = x.contiguous()  # the kernel reads NCHW; encoder maps arrive as transposed views
         om = self.offset_conv(x).to(x.dtype)  # autocast may give the conv another dtype
         offset, mask = om[:, :18], 2.0 * om[:, 18:].sigmoid()
         return kernels.deform_conv2d(
