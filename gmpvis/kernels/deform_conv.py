@@ -19,7 +19,6 @@ float32 dots run as tf32x3 (float32-level accuracy) unless
 ``torch.backends.cuda.matmul.allow_tf32`` is set (then single-pass TF32, faster).
 """
 
-import contextlib
 import math
 
 import torch
@@ -27,7 +26,7 @@ import triton
 import triton.language as tl
 
 from gmpvis.kernels import reference
-from gmpvis.kernels._backend import resolve
+from gmpvis.kernels._backend import autograd_enabled, resolve
 from gmpvis.kernels._checks import check_tensor
 
 OP = "deform_conv2d"
@@ -462,20 +461,6 @@ def _(input, offset, weight, bias, stride, padding, dilation, mask):
     return input.new_empty(input.shape[0], weight.shape[0], offset.shape[2], offset.shape[3])
 
 
-@contextlib.contextmanager
-def _autograd_enabled():
-    """Record autograd inside an op body.
-
-    The custom op's autograd layer runs the body below autograd (its dispatch keys are
-    excluded), where ``torch.enable_grad()`` alone records nothing: lift the exclusion.
-    """
-    exclude = torch._C._dispatch_tls_local_exclude_set()
-    exclude = exclude.remove(torch._C.DispatchKey.AutogradFunctionality)
-    include = torch._C._dispatch_tls_local_include_set()
-    with torch._C._ForceDispatchKeyGuard(include, exclude), torch.enable_grad():
-        yield
-
-
 @torch.library.custom_op("gmpvis::deform_conv2d_backward", mutates_args=())
 def _deform_conv2d_backward_op(
     grad_out: torch.Tensor,
@@ -492,7 +477,7 @@ def _deform_conv2d_backward_op(
     args = (input, offset, weight, bias, stride, padding, dilation, mask)
     if _use_triton(input):
         return _backward_triton(grad_out, *args)
-    with _autograd_enabled():
+    with autograd_enabled():
         leaves = [t.detach().requires_grad_() if t is not None else None for t in args[:4]]
         m = mask.detach().requires_grad_() if mask is not None else None
         out = reference.deform_conv2d(*leaves, stride, padding, dilation, m)
