@@ -1,0 +1,105 @@
+"""Identity switches of video instance segmentation results (a tracking metric next to AP).
+
+Video AP scores a track by its IoU summed over the whole video, so a track that jumps from
+one object to another loses AP only indirectly. ID switches count those jumps directly:
+
+* In a frame, a ground-truth instance is *covered* by the predicted track whose mask has the
+  highest IoU with the GT mask in that frame, if that IoU is at least ``iou_threshold``
+  (0.5); otherwise it is uncovered there.
+* Walking the frames where the GT instance is visible (non-empty mask), every time the
+  covering track differs from the one that covered it at the previous covered frame is one
+  switch (uncovered frames in between are skipped: losing an object and finding it again
+  under the same track is not a switch).
+
+A "track" is one result entry; entries with identical per-frame masks (one track reported
+under several categories) count as one track. Matching is class-agnostic: identity, not
+classification, is measured here.
+
+    switches = id_switches(gt, results)          # gt: path or dict, results: path or list
+    switches["id_switches"], switches["per_video"], switches["covered_frames"]
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from pycocotools import mask as mask_utils
+
+from gmpvis.eval.results import Instance, check_results, load_gt, load_results
+
+
+def _dedupe_tracks(instances: list[Instance]) -> list[Instance]:
+    """One entry per distinct mask sequence (a track reported under several categories)."""
+    seen: dict[tuple, Instance] = {}
+    for inst in instances:
+        key = tuple(None if s is None else s["counts"] for s in inst.segs)
+        best = seen.get(key)
+        if best is None or inst.score > best.score:
+            seen[key] = inst
+    return list(seen.values())
+
+
+def covering_tracks(
+    gt_inst: Instance, tracks: list[Instance], iou_threshold: float = 0.5
+) -> list[int | None]:
+    """Per visible frame of ``gt_inst`` (in frame order): the index in ``tracks`` of the
+    best-IoU track if its mask IoU >= ``iou_threshold``, else None. Frames where the GT mask
+    is empty are left out."""
+    out: list[int | None] = []
+    for t, gseg in enumerate(gt_inst.segs):
+        if gseg is None or gt_inst.areas[t] <= 0:
+            continue
+        cand = [(k, tr.segs[t]) for k, tr in enumerate(tracks) if tr.segs[t] is not None]
+        if not cand:
+            out.append(None)
+            continue
+        ious = np.asarray(mask_utils.iou([s for _, s in cand], [gseg], [0])).reshape(-1)
+        best = int(np.argmax(ious))
+        out.append(cand[best][0] if ious[best] >= iou_threshold else None)
+    return out
+
+
+def count_switches(cover: list[int | None]) -> int:
+    """Changes of the covering track between consecutive covered frames."""
+    ids = [c for c in cover if c is not None]
+    return sum(1 for a, b in zip(ids, ids[1:], strict=False) if a != b)
+
+
+def id_switches(
+    gt: str | Path | dict,
+    results: str | Path | list,
+    *,
+    iou_threshold: float = 0.5,
+    min_score: float = 0.0,
+) -> dict:
+    """ID switches of ``results`` against ``gt`` (YouTube-VIS formats).
+
+    Returns ``{"id_switches": int (total), "per_video": {video_id: int},
+    "gt_instances": int, "visible_frames": int, "covered_frames": int}``; only results with
+    ``score >= min_score`` take part. Only videos of the ground truth are counted.
+    """
+    if not 0.0 < iou_threshold <= 1.0:
+        raise ValueError(f"iou_threshold: expected a value in (0, 1], got {iou_threshold}")
+    truth = load_gt(gt)
+    preds = [r for r in check_results(load_results(results), truth) if r.score >= min_score]
+    by_video: dict[int, list[Instance]] = {}
+    for r in preds:
+        by_video.setdefault(r.video_id, []).append(r)
+    per_video = {vid: 0 for vid in truth.videos}
+    visible = covered = 0
+    for g in truth.annotations:
+        if g.iscrowd:
+            continue
+        tracks = _dedupe_tracks(by_video.get(g.video_id, []))
+        cover = covering_tracks(g, tracks, iou_threshold)
+        visible += len(cover)
+        covered += sum(c is not None for c in cover)
+        per_video[g.video_id] += count_switches(cover)
+    return {
+        "id_switches": int(sum(per_video.values())),
+        "per_video": per_video,
+        "gt_instances": sum(1 for g in truth.annotations if not g.iscrowd),
+        "visible_frames": visible,
+        "covered_frames": covered,
+    }
