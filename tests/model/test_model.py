@@ -130,3 +130,16 @@ def test_bf16_autocast_forward_and_loss(tiny_cfg, batch_factory):
     assert all(torch.isfinite(v) for v in losses.values())
     losses["loss"].backward()
     assert torch.isfinite(model.embed_head.layers[0].weight.grad).all()
+
+
+@pytest.mark.parametrize("override", ["model.num_memory_tokens=0", "model.temporal_layers=0"])
+def test_temporal_aggregation_can_be_disabled(tiny_cfg, override):
+    from gmpvis.config import apply_overrides
+
+    apply_overrides(tiny_cfg, [override])
+    model = build_model(tiny_cfg).eval()
+    frames = torch.randn(1, 2, 3, 40, 40)
+    with torch.no_grad():
+        clip = model(frames)
+        out, state = model.step(frames[:, 1], None, model.step(frames[:, 0], None, None)[1])
+    torch.testing.assert_close(out["pred_logits"], clip["pred_logits"][:, 1], rtol=1e-4, atol=1e-4)
