@@ -210,8 +210,20 @@ def main(argv=None) -> list[dict]:
         )
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as f:
+        machine = {
+            "cpu_count": os.cpu_count(),
+            "load_avg_1_5_15_at_end": os.getloadavg(),
+            "note": "wall times on a shared CPU box scale with its load; compare rows of one run",
+        }
         json.dump(
-            {"videos": args.videos, "python": sys.version.split()[0], "rows": rows}, f, indent=1
+            {
+                "videos": args.videos,
+                "python": sys.version.split()[0],
+                "machine": machine,
+                "rows": rows,
+            },
+            f,
+            indent=1,
         )
     print(f"wrote {args.out}")
     return rows
