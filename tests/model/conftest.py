@@ -73,6 +73,7 @@ def tiny_cfg():
             "model.tiny_channels=8",
             "model.mask_dim=16",
             "model.embed_dim=16",
+            "model.mask_stride=8",
         ],
     )
 
