@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from gmpvis.data.rle import rle_strings_check, segment_sums
+from gmpvis.data.rle import counts_to_rle_strings, rle_strings_check, segment_sums
 
-SEG_NULL, SEG_RLE, SEG_URLE, SEG_POLY = 0, 1, 2, 3
+SEG_NULL, SEG_RLE, SEG_URLE, SEG_POLY = 0, 1, 2, 3  # SEG_URLE only while parsing
 
 
 class AnnotationError(ValueError):
@@ -39,8 +39,7 @@ class Parsed:
     seg_kind: np.ndarray  # int8 [S]
     seg_lo: np.ndarray  # int64 [S] start into the buffer of its kind
     seg_hi: np.ndarray  # int64 [S]
-    rle_bytes: np.ndarray  # uint8, compressed RLE strings
-    counts: np.ndarray  # uint32, uncompressed RLE counts
+    rle_bytes: np.ndarray  # uint8, compressed RLE strings (uncompressed ones re-encoded)
     ring_ptr: np.ndarray  # int64 [R + 1] into coords; polygons index rings
     coords: np.ndarray  # float64 polygon coordinates
     problems: dict[int, list[str]] = field(default_factory=dict)  # video idx -> messages
@@ -295,7 +294,12 @@ def parse_annotation_dict(
                 f"uncompressed RLE counts sum to {sums[i]}, not H*W = {expect[i]} "
                 "(RLE size differs from the video)",
             )
-        seg_lo[u_seg], seg_hi[u_seg] = u_ptr[:-1], u_ptr[1:]
+        # stored compressed, like the strings: ~1 byte a count instead of 4
+        ubuf, ustr_ptr = counts_to_rle_strings(counts, u_ptr)
+        del counts
+        seg_kind[u_seg] = SEG_RLE
+        seg_lo[u_seg], seg_hi[u_seg] = ustr_ptr[:-1] + rle_bytes.size, ustr_ptr[1:] + rle_bytes.size
+        rle_bytes = np.concatenate([rle_bytes, ubuf])
 
     # polygons (numbers, checked above): finite; a polygon segment indexes a run of rings
     r_len = np.fromiter(map(len, rings), np.int64, len(rings))
@@ -323,7 +327,6 @@ def parse_annotation_dict(
         seg_lo=seg_lo,
         seg_hi=seg_hi,
         rle_bytes=rle_bytes,
-        counts=counts,
         ring_ptr=ring_ptr,
         coords=coords,
         problems={k: v for k, v in col.problems.items() if v},

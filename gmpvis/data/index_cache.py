@@ -14,11 +14,11 @@ import os
 
 import numpy as np
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 ARRAYS = (
     "video_ids", "heights", "widths", "lengths",
     "ann_ids", "ann_video", "ann_labels", "ann_iscrowd", "ann_seg0", "ann_ptr",
-    "_seg_kind", "_seg_lo", "_seg_hi", "_rle_bytes", "_counts", "_ring_ptr", "_coords",
+    "_seg_kind", "_seg_lo", "_seg_hi", "_rle_bytes", "_ring_ptr", "_coords",
 )  # fmt: skip
 
 

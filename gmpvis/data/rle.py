@@ -114,11 +114,6 @@ def decode_rles(rles: list[dict], height: int, width: int) -> np.ndarray:
     return np.ascontiguousarray(np.moveaxis(m, -1, 0)).astype(bool)
 
 
-def uncompressed_to_rle(counts: np.ndarray, height: int, width: int) -> dict:
-    """Uncompressed run counts (checked: sum = H*W) -> compressed RLE dict (pycocotools)."""
-    return mask_utils.frPyObjects({"counts": counts, "size": [height, width]}, height, width)
-
-
 def polygon_to_rle(rings: list[np.ndarray], height: int, width: int) -> dict:
     """Polygon rings (flat ``[x0, y0, x1, y1, ...]``, >= 3 points each) -> one RLE (union)."""
     return mask_utils.merge(mask_utils.frPyObjects(list(rings), height, width))
@@ -146,3 +141,53 @@ def rle_strings_check(
         bad[i:j] = chunk_bad
         i = j
     return sums, bad
+
+
+def counts_to_rle_strings(
+    counts: np.ndarray, ptr: np.ndarray, chunk_counts: int = 1 << 18
+) -> tuple[np.ndarray, np.ndarray]:
+    """Encode many uncompressed RLEs (checked: counts in [0, 2**31)) as COCO strings.
+
+    The inverse of :func:`rle_strings_to_counts`, byte-identical to pycocotools: the value
+    written for ``m > 2`` is ``cnts[m] - cnts[m - 2]``, in 5-bit groups, low first, as few as
+    hold it in two's complement (bit 0x10 of the last group is the sign), 0x20 = "more".
+
+    Args:
+        counts: ``[M]`` run counts of all RLEs, concatenated.
+        ptr: int64 ``[n + 1]``, RLE ``i`` is ``counts[ptr[i]:ptr[i + 1]]``.
+
+    Returns:
+        buf: uint8 ``[C]`` all strings concatenated; str_ptr: int64 ``[n + 1]``.
+    """
+    n = len(ptr) - 1
+    parts, lengths = [], np.zeros(n, np.int64)
+    i = 0
+    while i < n:  # chunks of whole RLEs keep the int64 temporaries small
+        j = int(np.searchsorted(ptr, ptr[i] + chunk_counts, side="right")) - 1
+        j = min(max(j, i + 1), n)
+        lo, hi = int(ptr[i]), int(ptr[j])
+        c = counts[lo:hi].astype(np.int64)
+        m = np.arange(hi - lo) - np.repeat(ptr[i:j] - lo, np.diff(ptr[i : j + 1]))
+        x = c.copy()
+        x[2:] -= np.where(m[2:] > 2, c[:-2], 0)
+        # groups needed: x must fit 5k-bit two's complement, -2**(5k-1) <= x < 2**(5k-1)
+        k = np.ones(x.size, np.int64)
+        for g in range(1, MAX_TOKEN_CHARS):
+            k += (x < -(1 << (5 * g - 1))) | (x >= (1 << (5 * g - 1)))
+        start = np.concatenate(([0], np.cumsum(k)[:-1]))
+        out = np.empty(int(k.sum()), np.uint8)
+        idx = np.arange(x.size)
+        for g in range(MAX_TOKEN_CHARS):
+            idx = idx[k[idx] > g]
+            if idx.size == 0:
+                break
+            val = (x[idx] >> (5 * g)) & 0x1F
+            val |= np.where(k[idx] > g + 1, 0x20, 0)
+            out[start[idx] + g] = val + 48
+        parts.append(out)
+        lengths[i:j] = segment_sums(k, ptr[i : j + 1] - lo)
+        i = j
+    str_ptr = np.zeros(n + 1, np.int64)
+    np.cumsum(lengths, out=str_ptr[1:])
+    buf = np.concatenate(parts) if parts else np.zeros(0, np.uint8)
+    return buf, str_ptr

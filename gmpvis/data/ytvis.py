@@ -23,14 +23,13 @@ from gmpvis.data._parse import (
     SEG_NULL,
     SEG_POLY,
     SEG_RLE,
-    SEG_URLE,
     AnnotationError,
     _Collector,
     check_frame_files,
     parse_annotation_dict,
 )
 from gmpvis.data.index_cache import cache_path, load_index, save_index
-from gmpvis.data.rle import decode_rles, polygon_to_rle, uncompressed_to_rle
+from gmpvis.data.rle import decode_rles, polygon_to_rle
 
 __all__ = ["AnnotationError", "VideoInfo", "YTVISAnnotations"]
 
@@ -121,7 +120,7 @@ class YTVISAnnotations:
         # CSR: annotations of video i are ann_ptr[i]:ann_ptr[i+1]
         self.ann_ptr = np.zeros(len(vids) + 1, np.int64)
         np.cumsum(np.bincount(self.ann_video, minlength=len(vids)), out=self.ann_ptr[1:])
-        for key in ("seg_kind", "seg_lo", "seg_hi", "rle_bytes", "counts", "ring_ptr", "coords"):
+        for key in ("seg_kind", "seg_lo", "seg_hi", "rle_bytes", "ring_ptr", "coords"):
             setattr(self, "_" + key, getattr(parsed, key))
         self._index_of = {int(v): i for i, v in enumerate(self.video_ids)}
 
@@ -279,8 +278,6 @@ class YTVISAnnotations:
             return None
         if kind == SEG_RLE:
             return {"size": [h, w], "counts": self._rle_bytes[lo:hi].tobytes()}
-        if kind == SEG_URLE:
-            return uncompressed_to_rle(self._counts[lo:hi], h, w)
         assert kind == SEG_POLY
         p = self._ring_ptr
         return polygon_to_rle([self._coords[p[r] : p[r + 1]] for r in range(lo, hi)], h, w)

@@ -10,7 +10,12 @@ import pycocotools.mask as mask_utils
 import pytest
 
 from gmpvis.data import YTVISAnnotations
-from gmpvis.data.rle import rle_strings_check, rle_strings_to_counts, segment_sums
+from gmpvis.data.rle import (
+    counts_to_rle_strings,
+    rle_strings_check,
+    rle_strings_to_counts,
+    segment_sums,
+)
 
 
 def _runs(mask: np.ndarray) -> list[int]:
@@ -250,3 +255,26 @@ def test_cache_of_a_file_with_bad_videos(make_dataset, tmp_path):
         assert len(index) == 2
     with pytest.raises(AnnotationError, match="'segmentations' has"):
         YTVISAnnotations.load(ds.ann_file, cache_dir=cache)
+
+
+def test_counts_to_rle_strings_is_byte_identical_to_pycocotools():
+    rng = np.random.default_rng(8)
+    lists, expect = [], []
+    for i in range(80):
+        h, w = rng.integers(1, 60, 2)
+        m = rng.random((h, w)) < rng.uniform(0.05, 0.95)
+        if i % 10 == 0:
+            m[:] = i % 20 == 0
+        lists.append(_runs(m))
+        expect.append(mask_utils.encode(np.asfortranarray(m.astype(np.uint8)))["counts"])
+    big = [2**30 + 3, 5, 2**29 + 1, 7]  # 7-group values and large negative deltas
+    lists.append(big)
+    expect.append(
+        mask_utils.frPyObjects({"counts": big, "size": [1, sum(big)]}, 1, sum(big))["counts"]
+    )
+    flat = np.concatenate([np.asarray(x, np.uint32) for x in lists])
+    ptr = np.concatenate(([0], np.cumsum([len(x) for x in lists])))
+    for chunk in (1, 64, 1 << 18):
+        buf, str_ptr = counts_to_rle_strings(flat, ptr, chunk_counts=chunk)
+        got = [buf[str_ptr[i] : str_ptr[i + 1]].tobytes() for i in range(len(lists))]
+        assert got == expect
