@@ -267,8 +267,8 @@ def parse_annotation_dict(
             blame(str_seg[i], f"compressed RLE counts {why}")
         seg_lo[str_seg], seg_hi[str_seg] = str_ptr[:-1], str_ptr[1:]
 
-    # uncompressed RLE: integers in [0, 2**32) whose sum is H*W, kept as uint32 (4 bytes a
-    # count instead of a Python int); the slow per-list path only runs to name a culprit.
+    # uncompressed RLE: integers in [0, 2**32) whose sum is H*W, flattened to one uint32
+    # array; the slow per-list path only runs to name a culprit.
     # (Per-item type checks would cost more than the JSON parse: like numpy, this accepts
     # numeric strings and truncates floats; the H*W sum check still applies.)
     u_len = np.fromiter(map(len, ulists), np.int64, len(ulists))

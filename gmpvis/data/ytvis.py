@@ -2,8 +2,9 @@
 
 The JSON is read and validated once (:mod:`gmpvis.data._parse`); the index keeps only flat
 numpy arrays (per video, per annotation, per (annotation, frame) segment) plus one string of
-frame names per video, so it pickles quickly to DataLoader workers and costs a few bytes per
-RLE count instead of a Python int each. Masks are decoded on demand with pycocotools.
+frame names per video, so it pickles quickly to DataLoader workers. Every RLE, compressed or
+not in the file, is kept as a COCO compressed string (about one byte a run count, against a
+Python int object each in the parsed JSON); masks are decoded on demand with pycocotools.
 
 Category ids are mapped to contiguous labels ``0..C-1`` in sorted-id order;
 ``category_ids[label]`` gives the id back for writing results.
