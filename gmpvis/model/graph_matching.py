@@ -114,7 +114,8 @@ class GraphMatchingHead(nn.Module):
         self.edge_geo = nn.Linear(6, c)
         self.edge_app = nn.Linear(E, c, bias=False)
         self.log_scale = nn.Parameter(torch.zeros(()))
-        self.bias = nn.Parameter(torch.zeros(()))
+        # a real pair must reach cosine 0.5 to beat the dustbin at init (learned afterwards)
+        self.bias = nn.Parameter(torch.tensor(-0.5))
         self.iters, self.lam, self.sigma = m.gm_iters, m.gm_lambda, m.gm_sigma
         self.sinkhorn_iters, self.tau = m.sinkhorn_iters, m.sinkhorn_tau
         self.dustbin = m.gm_dustbin
