@@ -149,6 +149,12 @@ class GraphMatchingHead(nn.Module):
         dev = embeds1.device
         mask1 = torch.ones(B, n1, dtype=torch.bool, device=dev) if mask1 is None else mask1.bool()
         mask2 = torch.ones(B, n2, dtype=torch.bool, device=dev) if mask2 is None else mask2.bool()
+        # The head is small and Sinkhorn / the quadratic term want float32: no autocast here.
+        with torch.autocast(dev.type, enabled=False):
+            return self._match(embeds1.float(), boxes1, embeds2.float(), boxes2, mask1, mask2)
+
+    def _match(self, embeds1, boxes1, embeds2, boxes2, mask1, mask2) -> torch.Tensor:
+        n1, n2 = embeds1.shape[1], embeds2.shape[1]
         h1, h2 = self.node_in(embeds1), self.node_in(embeds2)
         for layer in self.cross:
             h1, h2 = layer(h1, h2, mask1, mask2)

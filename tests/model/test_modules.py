@@ -287,3 +287,14 @@ def test_quadratic_term_resolves_identical_appearance(lam):
         assert torch.equal(S.argmax(-1), perm.argsort()) and S.max(-1).values.min() > 0.5
     else:
         assert S.max() - S.min() < 1e-4
+
+
+def test_graph_matching_under_autocast_runs_in_float32(tiny_cfg):
+    head = GraphMatchingHead(tiny_cfg).eval()
+    E = tiny_cfg.model.embed_dim
+    e1, e2 = torch.randn(2, 3, E).bfloat16(), torch.randn(2, 5, E).bfloat16()
+    b1, b2 = torch.rand(2, 3, 4) * 0.5 + 0.1, torch.rand(2, 5, 4) * 0.5 + 0.1
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        S = head(e1, b1, e2, b2)
+    assert S.dtype == torch.float32 and S.shape == (2, 4, 6)
+    torch.testing.assert_close(S, head(e1.float(), b1, e2.float(), b2), rtol=1e-5, atol=1e-6)
