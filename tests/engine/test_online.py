@@ -202,7 +202,7 @@ def test_clip_starts_cover_the_video():
 
 def test_stitcher_joins_by_embedding_and_skips_overlap_only_tracks():
     a, b, c = torch.randn(3, 16)
-    st = ClipStitcher(cosine_associate, TrackerConfig(match_threshold=0.3))
+    st = ClipStitcher(cosine_associate, TrackerConfig(match_threshold=0.3, categories_per_track=1))
     st.add_clip([clip_track(range(0, 6), a, 0, "a0"), clip_track(range(2, 6), b, 1, "b0")], 0, 6, 2)
     # second clip [4, 10): identities listed in the other order, plus a new one (c) and a
     # duplicate-looking track of c living only in the overlap frames

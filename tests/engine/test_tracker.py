@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from pycocotools import mask as mask_utils
 
@@ -38,7 +39,7 @@ def make_frame(objects: list[tuple[int, int]], embeds: torch.Tensor, n_noise: in
 
 def test_identities_follow_embeddings_not_query_order():
     embeds = torch.randn(3, 8)
-    tracker = OnlineTracker(cosine_associate, TrackerConfig(max_missing=1))
+    tracker = OnlineTracker(cosine_associate, TrackerConfig(max_missing=1, categories_per_track=1))
     order = [[(0, 0), (1, 1), (2, 2)], [(2, 2), (0, 0), (1, 1)], [(1, 1), (2, 2), (0, 0)]]
     ids_per_identity: dict[int, set[int]] = {0: set(), 1: set(), 2: set()}
     for objs in order:
@@ -68,7 +69,7 @@ def test_occlusion_keeps_track_then_ends_it():
     back = {tid for tid, q in seen[3].items() if q == 1}
     assert id1 == back
     # a longer absence ends the track and a new identity is born
-    tracker = OnlineTracker(cosine_associate, TrackerConfig(max_missing=1))
+    tracker = OnlineTracker(cosine_associate, TrackerConfig(max_missing=1, categories_per_track=1))
     frames = [[(0, 0), (1, 1)], [(0, 0)], [(0, 0)], [(0, 0), (1, 1)]]
     seen = [dict(tracker.step(make_frame(f, embeds))) for f in frames]
     assert {tid for tid, q in seen[0].items() if q == 1} != {
@@ -93,3 +94,17 @@ def test_low_scores_and_duplicates_do_not_start_tracks():
     seen = tracker.step(frame)
     assert len(seen) == 1 and seen[0][1] == 0
     assert tracker.results(1, 1, [5, 6, 7])[0]["category_id"] == 6
+
+
+def test_top_categories_give_one_result_each_scored_by_mean_probability():
+    embeds = torch.randn(1, 8)
+    tracker = OnlineTracker(cosine_associate, TrackerConfig(categories_per_track=2))
+    for _ in range(2):
+        frame = make_frame([(0, 2)], embeds, n_noise=0)
+        frame.logits[0] = torch.tensor([0.0, -1.0, 2.0])  # probs 0.5, 0.27, 0.88
+        tracker.step(frame)
+    results = tracker.results(3, 2, [10, 20, 30])
+    assert [r["category_id"] for r in results] == [30, 10]
+    assert results[0]["score"] == pytest.approx(torch.tensor(2.0).sigmoid().item(), rel=1e-5)
+    assert results[1]["score"] == pytest.approx(0.5, rel=1e-5)
+    assert results[0]["segmentations"] == results[1]["segmentations"]
