@@ -232,3 +232,27 @@ def test_retries_prefer_clips_with_visible_instances(make_dataset):
     keen_draws = [keen[0][1] for _ in range(20)]
     assert min(lazy_n) == 0
     assert all(len(t["labels"]) > 0 and t["frame_indices"][0] == 0 for t in keen_draws)
+
+
+def test_video_without_instances_gives_empty_targets(make_dataset):
+    import json
+
+    tiny = make_dataset(n_videos=2, sizes=((37, 53), (48, 41)))
+    data = json.loads(open(tiny.ann_file).read())
+    empty_id = data["videos"][1]["id"]
+    data["annotations"] = [a for a in data["annotations"] if a["video_id"] != empty_id]
+    with open(tiny.ann_file, "w") as f:
+        json.dump(data, f)
+    ds = YTVISDataset(
+        tiny.ann_file, tiny.frames_root, clip_len=3, transforms=build_train_transforms([29, 35], 60)
+    )
+    for _ in range(4):
+        frames, tgt = ds[1]
+        h, w = frames.shape[-2:]
+        assert tgt["video_id"] == empty_id
+        assert tgt["masks"].shape == (3, 0, h, w) and tgt["boxes"].shape == (3, 0, 4)
+        assert tgt["valid"].shape == (3, 0) and tgt["labels"].shape == (0,)
+    batch = collate_clips([ds[0], ds[1]])
+    assert batch["targets"][1]["masks"].shape[1] == 0
+    plain = YTVISDataset(tiny.ann_file, tiny.frames_root, clip_len=2)  # no resize at all
+    assert plain[1][1]["masks"].shape == (2, 0, 48, 41)
