@@ -177,10 +177,7 @@ class YTVISDataset(torch.utils.data.Dataset):
         )
         anns = self.ann.annotations_of(video)
         anns = anns[self.ann.present(anns, idx).any(1)] if len(anns) else anns
-        if len(anns):
-            masks = self.ann.decode_masks(anns, idx)  # [N, T, H, W]
-        else:
-            masks = np.zeros((0, len(idx), *hw), dtype=bool)
+        masks = self.ann.decode_masks(anns, idx, video)  # [N, T, H, W]
         frames_t = torch.from_numpy(frames).permute(0, 3, 1, 2).contiguous()
         masks_t = torch.from_numpy(masks).transpose(0, 1).contiguous()
         return frames_t, masks_t, anns

@@ -283,15 +283,19 @@ class YTVISAnnotations:
         p = self._ring_ptr
         return polygon_to_rle([self._coords[p[r] : p[r + 1]] for r in range(lo, hi)], h, w)
 
-    def decode_masks(self, ann: np.ndarray, frames: np.ndarray) -> np.ndarray:
-        """Masks of annotations ``ann`` (one video) at ``frames``: bool ``[N, T, H, W]``.
+    def decode_masks(self, ann: np.ndarray, frames: np.ndarray, video: int | None = None):
+        """Masks of annotations ``ann`` of video ``video`` at ``frames``: bool ``[N, T, H, W]``.
 
-        Null segmentations give empty masks.
+        Null segmentations give empty masks. ``video`` (an index) may be left out when
+        ``ann`` is not empty; with neither, H = W = 0.
         """
         ann, frames = np.asarray(ann, np.int64), np.asarray(frames, np.int64)
-        if len(ann) and np.unique(self.ann_video[ann]).size != 1:
-            raise ValueError("decode_masks: annotations must belong to one video")
-        v = int(self.ann_video[ann[0]]) if len(ann) else 0
+        owners = np.unique(self.ann_video[ann])
+        if owners.size > 1 or (video is not None and owners.size and owners[0] != video):
+            raise ValueError(f"decode_masks: annotations {ann} are not all of video {video}")
+        v = int(owners[0]) if owners.size else video
+        if v is None:
+            return np.zeros((0, len(frames), 0, 0), dtype=bool)
         h, w = int(self.heights[v]), int(self.widths[v])
         out = np.zeros((len(ann), len(frames), h, w), dtype=bool)
         where, rles = [], []

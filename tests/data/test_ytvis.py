@@ -84,6 +84,8 @@ def test_video_info_and_category_mapping(tiny_dataset):
             assert present.tolist() == [s is not None for s in src["segmentations"]]
     with pytest.raises(KeyError, match="video id 12345"):
         index.index_of(12345)
+    with pytest.raises(ValueError, match="not all of video 1"):
+        index.decode_masks(index.annotations_of(0), np.arange(2), 1)
 
 
 def test_pickle_roundtrip_and_compact(make_dataset):
@@ -131,7 +133,12 @@ def test_inference_file_without_annotations(tiny_dataset, tmp_path):
     path.write_text(json.dumps(data))
     index = YTVISAnnotations.load(path, require_annotations=False)
     assert len(index) == len(data["videos"]) and len(index.ann_ids) == 0
-    assert index.decode_masks(index.annotations_of(0), np.arange(2)).shape[0] == 0
+    assert index.decode_masks(index.annotations_of(1), np.arange(2), 1).shape == (
+        0,
+        2,
+        data["videos"][1]["height"],
+        data["videos"][1]["width"],
+    )
     with pytest.raises(ValueError, match="'annotations' is missing"):
         YTVISAnnotations.load(path)
 
