@@ -164,7 +164,7 @@ def deform_conv2d(
     out = torch.einsum("gok,ngkp->ngop", w, cols).reshape(N, C_out, H_out, W_out)
     if bias is not None:
         out = out + bias.to(dtype)[None, :, None, None]
-    return out.to(input.dtype)
+    return out.to(input.dtype).contiguous()  # einsum leaves a permuted layout
 
 
 # ----------------------------------------------------------------------------- sinkhorn

@@ -188,6 +188,17 @@ def test_opcheck(backend):
             torch.library.opcheck(bwd, (grad_out, *no_opt))
 
 
+def test_reference_output_is_contiguous_as_the_fake_says():
+    """Batch > 1: the reference's einsum output is permuted in memory; the op must return the
+    contiguous layout its fake implementation promises (torch.compile relies on it)."""
+    args, conf = make_inputs(2, 4, 4, 4, 3, 3, 3, padding=0)
+    fwd = (args["input"], args["offset"], args["weight"], args["bias"], [1, 1], [0, 0], [1, 1],
+           args["mask"])  # fmt: skip
+    with use_backend("torch"):
+        assert dc.deform_conv2d(*[args[k] for k in NAMES][:4], mask=args["mask"]).is_contiguous()
+        torch.library.opcheck(torch.ops.gmpvis.deform_conv2d.default, fwd)
+
+
 def test_torch_compile_fullgraph():
     args, conf = make_inputs(2, 3, 5, 4, 4, 3, 3, padding=1)
 
