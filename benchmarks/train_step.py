@@ -5,7 +5,8 @@ backward, gradient clipping, AdamW) of :meth:`gmpvis.engine.trainer.Trainer.trai
 the exact step ``train.py`` runs, on a fixed set of real batches from the synthetic dataset
 (warm-up steps left out; batches cycle so data loading is not timed).
 
-* CPU: the ``tiny`` preset (batch 2, 3-frame clips at 128 px), ``--threads`` threads.
+* CPU: the ``tiny`` preset (batch 2, 3-frame clips at 128 px) with 1 and with 2 intra-op
+  threads (``--threads``): the tiny model's tensors are small, so a second thread buys little.
 * CUDA (when available): the ``r50`` preset on the same synthetic videos resized to 360 px
   short side (batch 2, 3-frame clips), fp32 / AMP bf16 / AMP bf16 + ``torch.compile``.
   Where no GPU is present these rows are written with ``"measured": false``.
@@ -81,18 +82,18 @@ def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     p.add_argument("--cpu-only", action="store_true")
     args = p.parse_args(argv)
-    torch.set_num_threads(args.threads)
     rows = []
-    for name, preset, ov in CPU_CASES:
+    for (name, preset, ov), threads in [(c, n) for c in CPU_CASES for n in args.threads]:
+        torch.set_num_threads(threads)
         med, p10, p90 = measure(preset, ov, torch.device("cpu"), args.steps, args.warmup)
         rows.append(
             {
-                "case": name,
+                "case": f"{name}, {threads} thread{'s' if threads > 1 else ''}",
                 "device": "cpu",
-                "threads": args.threads,
+                "threads": threads,
                 "measured": True,
                 "median_s": med,
                 "p10_s": p10,
@@ -103,6 +104,7 @@ def main(argv: list[str] | None = None) -> dict:
     cuda = torch.cuda.is_available() and not args.cpu_only
     for name, preset, ov in CUDA_CASES:
         row = {"case": name, "device": "cuda", "overrides": ov, "measured": cuda}
+        torch.set_num_threads(max(args.threads))
         if cuda:
             med, p10, p90 = measure(preset, ov, torch.device("cuda"), args.steps, args.warmup)
             row |= {"median_s": med, "p10_s": p10, "p90_s": p90, "steps": args.steps}
