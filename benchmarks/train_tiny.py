@@ -192,7 +192,7 @@ def main(argv: list[str] | None = None) -> dict:
         record["shipped_checkpoint"] = ship_checkpoint(args.output_dir)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(record, indent=1) + "\n")
-    minutes = "" if wall is None else f", {wall / 60:.1f} min on {THREADS} CPU threads"
+    minutes = "" if wall is None else f", {wall / 60:.1f} min, OMP_NUM_THREADS={THREADS}"
     plot(train, evals, FIGURE, f"gmpvis tiny preset: {record['steps']} steps{minutes}")
     print(
         f"steps {record['steps']}  wall {record['wall_time_s']} s  final AP {last['AP']:.3f}  "
