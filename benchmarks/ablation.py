@@ -1,8 +1,10 @@
 """Ablation on the synthetic benchmark at its hardest setting: ``python -m benchmarks.ablation``.
 
-Held-out set: ``--videos`` hard synthetic videos (look-alike objects crossing each other,
+Held-out sets: ``--videos`` hard synthetic videos (look-alike objects crossing each other,
 objects leaving and re-entering, camera pan) generated with seed ``HELDOUT_SEED`` (training
-videos come from seed 0, the ``infer.py --demo`` video from 2026).
+videos come from seed 0, the ``infer.py --demo`` video from 2026) under
+``data/ablation_hard``; for context the same count of easy videos (the distribution the tiny
+preset trains on) under ``data/ablation_easy``.
 
 Rows (all with the same online tracker, :class:`gmpvis.engine.tracker.OnlineTracker`):
 
@@ -16,10 +18,16 @@ Rows (all with the same online tracker, :class:`gmpvis.engine.tracker.OnlineTrac
     information crosses frames (``num_memory_tokens=0`` would also drop that per-frame
     block, changing capacity as well).
 
+When ``--hard-trained`` exists (the same recipe trained on hard videos:
+``python -m benchmarks.train_tiny --output-dir outputs/tiny_hard --train-only --extra
+data.root=data/synthetic_hard data.synthetic_difficulty=hard``) it gets rows too.
+
 Metrics: video AP, AP50 (``gmpvis.eval.evaluate``) and identity switches
 (``gmpvis.eval.tracking_metrics.id_switches``). Results: ``benchmarks/results/ablation.json``
 and a markdown table.
 
+    python -m benchmarks.train_tiny --output-dir outputs/tiny_notemporal --train-only \\
+        --extra model.temporal_layers=0
     python -m benchmarks.ablation --full outputs/tiny_bench/checkpoint_latest.pth \\
         --no-temporal outputs/tiny_notemporal/checkpoint_latest.pth
 """
@@ -68,7 +76,9 @@ def cosine_associate(threshold: float, match_threshold: float) -> Callable:
     return associate
 
 
-def make_heldout(root: Path, videos: int, frames: int, size: tuple[int, int]) -> Path:
+def make_heldout(
+    root: Path, videos: int, frames: int, size: tuple[int, int], difficulty: str = "hard"
+) -> Path:
     from gmpvis.data.synthetic import generate_dataset
 
     ann = root / "annotations.json"
@@ -79,7 +89,7 @@ def make_heldout(root: Path, videos: int, frames: int, size: tuple[int, int]) ->
             num_frames=frames,
             height=size[0],
             width=size[1],
-            difficulty="hard",
+            difficulty=difficulty,
             seed=HELDOUT_SEED,
         )
     return ann
@@ -139,46 +149,27 @@ def score(gt: dict, results: list) -> dict:
 
 def markdown(rows: list[dict]) -> str:
     lines = [
-        "| model | association | AP | AP50 | AR10 | ID switches | covered / visible frames |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+        "| held-out set | model | association | AP | AP50 | AR10 | ID switches "
+        "| covered / visible frames |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in rows:
         lines.append(
-            f"| {r['model']} | {r['association']} | {r['AP']:.3f} | {r['AP50']:.3f} | "
-            f"{r['AR10']:.3f} | {r['id_switches']} | {r['covered_frames']} / "
-            f"{r['visible_frames']} |"
+            f"| {r['set']} | {r['model']} | {r['association']} | {r['AP']:.3f} | "
+            f"{r['AP50']:.3f} | {r['AR10']:.3f} | {r['id_switches']} | "
+            f"{r['covered_frames']} / {r['visible_frames']} |"
         )
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument(
-        "--full",
-        default="outputs/tiny_bench/checkpoint_latest.pth",
-        help="checkpoint of the model with temporal aggregation",
-    )
-    p.add_argument(
-        "--no-temporal",
-        default="outputs/tiny_notemporal/checkpoint_latest.pth",
-        help="checkpoint trained with model.temporal_layers=0 (same budget)",
-    )
-    p.add_argument("--data", default="data/ablation_hard", help="held-out set folder")
-    p.add_argument("--videos", type=int, default=24)
-    p.add_argument("--frames", type=int, default=16)
-    args = p.parse_args(argv)
-    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
-    ann = make_heldout(ROOT / args.data, args.videos, args.frames, (128, 128))
+def evaluate_set(models, ann: Path, tcfg: TrackerConfig, label: str) -> list[dict]:
+    """All rows of one held-out set: every model with the GM head, the cosine variants for
+    the models flagged for it."""
     gt = read_json(ann)
-    frames_root = ROOT / args.data / "JPEGImages"
+    frames_root = ann.parent / "JPEGImages"
     category_ids = sorted(int(c["id"]) for c in gt["categories"])
-    tcfg = TrackerConfig()
     rows = []
-    models = [
-        ("temporal aggregation", args.full),
-        ("no temporal (temporal_layers=0)", args.no_temporal),
-    ]
-    for name, ckpt in models:
+    for name, ckpt, with_cosine in models:
         if not Path(ckpt).is_file():
             print(f"skipping {name}: {ckpt} not found")
             continue
@@ -186,29 +177,62 @@ def main(argv: list[str] | None = None) -> dict:
         t0 = time.perf_counter()
         outs = model_outputs(model, cfg, gt, frames_root)
         variants = [("graph matching head", model.associate)]
-        if name == "temporal aggregation":
+        if with_cosine:
             variants += [
                 (f"cosine, dustbin {thr}", cosine_associate(thr, tcfg.match_threshold))
                 for thr in COSINE_THRESHOLDS
             ]
         for assoc_name, fn in variants:
+            metrics = score(gt, track_all(outs, fn, tcfg, category_ids))
             rows.append(
-                {
-                    "model": name,
-                    "association": assoc_name,
-                    "checkpoint": str(ckpt),
-                    **score(gt, track_all(outs, fn, tcfg, category_ids)),
-                }
+                {"set": label, "model": name, "association": assoc_name, "checkpoint": ckpt}
+                | metrics
             )
-        print(f"{name}: {time.perf_counter() - t0:.1f} s")
+        print(f"{label}, {name}: {time.perf_counter() - t0:.1f} s")
+    return rows
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument(
+        "--full",
+        default="outputs/tiny_bench/checkpoint_latest.pth",
+        help="checkpoint of the model with temporal aggregation (the tiny run)",
+    )
+    p.add_argument(
+        "--no-temporal",
+        default="outputs/tiny_notemporal/checkpoint_latest.pth",
+        help="checkpoint trained with model.temporal_layers=0 (same budget)",
+    )
+    p.add_argument(
+        "--hard-trained",
+        default="outputs/tiny_hard/checkpoint_latest.pth",
+        help="optional: the same recipe trained on hard videos (skipped if missing)",
+    )
+    p.add_argument(
+        "--sets",
+        nargs="+",
+        default=["hard", "easy"],
+        help="held-out difficulties; hard is the benchmark, easy = the training distribution",
+    )
+    p.add_argument("--videos", type=int, default=24)
+    p.add_argument("--frames", type=int, default=16)
+    args = p.parse_args(argv)
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
+    tcfg = TrackerConfig()
+    models = [
+        ("temporal aggregation", args.full, True),
+        ("no temporal (temporal_layers=0)", args.no_temporal, False),
+        ("temporal aggregation, trained on hard", args.hard_trained, True),
+    ]
+    rows, sets = [], {}
+    for diff in args.sets:
+        root = ROOT / "data" / f"ablation_{diff}"
+        ann = make_heldout(root, args.videos, args.frames, (128, 128), diff)
+        sets[diff] = {"root": str(root.relative_to(ROOT)), "seed": HELDOUT_SEED}
+        rows += evaluate_set(models, ann, tcfg, diff)
     record = {
-        "heldout": {
-            "difficulty": "hard",
-            "seed": HELDOUT_SEED,
-            "videos": args.videos,
-            "frames": args.frames,
-            "size": [128, 128],
-        },
+        "heldout": {"sets": sets, "videos": args.videos, "frames": args.frames, "size": [128, 128]},
         "tracker": vars(tcfg),
         "rows": rows,
     }
