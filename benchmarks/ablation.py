@@ -162,6 +162,15 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def training_holdout(ckpt: str) -> list[dict] | None:
+    """The run's own holdout curve (``log.jsonl`` next to the checkpoint): step, AP, AP50."""
+    log = Path(ckpt).parent / "log.jsonl"
+    if not log.is_file():
+        return None
+    recs = [json.loads(line) for line in log.open() if line.strip()]
+    return [{k: r[k] for k in ("step", "AP", "AP50")} for r in recs if r["kind"] == "eval"]
+
+
 def evaluate_set(models, ann: Path, tcfg: TrackerConfig, label: str) -> list[dict]:
     """All rows of one held-out set: every model with the GM head, the cosine variants for
     the models flagged for it."""
@@ -232,6 +241,7 @@ def main(argv: list[str] | None = None) -> dict:
         sets[diff] = {"root": str(root.relative_to(ROOT)), "seed": HELDOUT_SEED}
         rows += evaluate_set(models, ann, tcfg, diff)
     record = {
+        "training_holdout": {name: training_holdout(ckpt) for name, ckpt, _ in models},
         "heldout": {"sets": sets, "videos": args.videos, "frames": args.frames, "size": [128, 128]},
         "tracker": vars(tcfg),
         "rows": rows,
