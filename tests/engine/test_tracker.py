@@ -108,3 +108,17 @@ def test_top_categories_give_one_result_each_scored_by_mean_probability():
     assert results[0]["score"] == pytest.approx(torch.tensor(2.0).sigmoid().item(), rel=1e-5)
     assert results[1]["score"] == pytest.approx(0.5, rel=1e-5)
     assert results[0]["segmentations"] == results[1]["segmentations"]
+
+
+def test_no_birth_from_a_proposal_overlapping_a_continued_track():
+    embeds = torch.randn(2, 8)
+    cfg = TrackerConfig(nms_iou=0.6, birth_max_overlap=0.5, categories_per_track=1)
+    tracker = OnlineTracker(cosine_associate, cfg)
+    tracker.step(make_frame([(0, 0)], embeds, n_noise=0))
+    frame = make_frame([(0, 0), (1, 0)], embeds, n_noise=0)
+    # the second proposal sits 0.03 to the right of the first: box IoU 0.54, kept by NMS (0.6)
+    frame.boxes[1] = frame.boxes[0] + torch.tensor([0.03, 0.0, 0.0, 0.0])
+    seen = tracker.step(frame)
+    assert [q for _, q in seen] == [0]  # continued; the overlapping newcomer is not born
+    far = make_frame([(0, 0), (1, 0)], embeds, n_noise=0)  # same scene, object 1 elsewhere
+    assert sorted(q for _, q in OnlineTracker(cosine_associate, cfg).step(far)) == [0, 1]
