@@ -39,3 +39,47 @@ def split_videos(
     holdout = sorted(ranked[:n_hold])
     train = sorted(ranked[n_hold:])
     return train, holdout
+
+
+def write_split_files(
+    ann_file: str, out_dir: str, holdout_fraction: float = 0.1, *, seed: int = 0
+) -> tuple[str, str]:
+    """Write ``<out_dir>/train.json`` and ``<out_dir>/holdout.json`` (ground truth for
+    ``python -m gmpvis.eval --gt`` and a video list for ``infer.py --ytvis-json``)."""
+    import json
+    import os
+
+    from gmpvis.data.ytvis import YTVISAnnotations
+
+    ann = YTVISAnnotations.load(ann_file)
+    train_ids, holdout_ids = split_videos(ann.video_ids, holdout_fraction, seed=seed)
+    os.makedirs(out_dir, exist_ok=True)
+    paths = []
+    for name, ids in (("train", train_ids), ("holdout", holdout_ids)):
+        path = os.path.join(out_dir, f"{name}.json")
+        with open(path, "w") as f:
+            json.dump(ann.subset(ids).to_dict(), f)
+        paths.append(path)
+    return paths[0], paths[1]
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    p = argparse.ArgumentParser(
+        prog="python -m gmpvis.data.split",
+        description="Split a YouTube-VIS annotation file by video id into train / holdout.",
+    )
+    p.add_argument("--ann", required=True, help="annotation JSON with ground truth")
+    p.add_argument("--out-dir", required=True)
+    p.add_argument("--holdout-fraction", type=float, default=0.1)
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    train, holdout = write_split_files(
+        args.ann, args.out_dir, args.holdout_fraction, seed=args.seed
+    )
+    print(f"wrote {train} and {holdout}")
+
+
+if __name__ == "__main__":
+    main()
