@@ -60,6 +60,10 @@ class InputProjection(nn.Module):
     def __init__(self, channels: dict[int, int], hidden_dim: int, num_levels: int) -> None:
         super().__init__()
         self.strides = [8, 16, 32][-min(num_levels, 3) :]
+        # (shapes, device) -> (spatial_shapes, level_start_index): built once per input size,
+        # since torch.tensor(list, device=cuda) is a host-to-device copy that syncs and cannot
+        # be captured in a CUDA graph
+        self._index_cache: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
         self.proj = nn.ModuleList(
             nn.Sequential(
                 nn.Conv2d(channels[s], hidden_dim, 1),
@@ -96,12 +100,7 @@ class InputProjection(nn.Module):
             poss.append(pos.flatten(2).transpose(1, 2))
             masks.append(mask)
             shapes.append((int(h), int(w)))
-        device = pad_mask.device
-        spatial_shapes = torch.tensor(shapes, dtype=torch.long, device=device)
-        sizes = [h * w for h, w in shapes]
-        starts = torch.tensor(
-            [sum(sizes[:i]) for i in range(len(sizes))], dtype=torch.long, device=device
-        )
+        spatial_shapes, starts = self._level_index(shapes, pad_mask.device)
         # valid ratio = unpadded fraction along x / y of each level
         valid_ratios = torch.stack(
             [
@@ -119,6 +118,23 @@ class InputProjection(nn.Module):
             valid_ratios=valid_ratios,
             shapes=shapes,
         )
+
+    def _level_index(
+        self, shapes: list[tuple[int, int]], device: torch.device
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``spatial_shapes [L, 2]`` and ``level_start_index [L]`` (int64) for ``shapes``."""
+        key = (tuple(shapes), device)
+        if not torch.compiler.is_compiling() and key in self._index_cache:
+            return self._index_cache[key]
+        sizes = [h * w for h, w in shapes]
+        starts = [sum(sizes[:i]) for i in range(len(sizes))]
+        value = (
+            torch.tensor(shapes, dtype=torch.long, device=device),
+            torch.tensor(starts, dtype=torch.long, device=device),
+        )
+        if not torch.compiler.is_compiling():
+            self._index_cache[key] = value
+        return value
 
 
 def encoder_reference_points(
