@@ -44,6 +44,9 @@ class TrackerConfig:
     max_missing: int = 5  # frames a track survives unmatched (occlusion) before it ends
     memory: int = 5  # recent embeddings kept per track
     max_proposals: int = 20  # per frame, after thresholding (largest scores first)
+    # live tracks in one association graph; the Triton sinkhorn holds at most 127 nodes a side
+    # with the dustbin, so beyond this the longest-missing tracks end early
+    max_live_tracks: int = 100
     # results per track, one per top category (scored by its mean probability): an uncertain
     # class costs a low-scored extra result instead of a missed instance
     categories_per_track: int = 3
@@ -164,6 +167,10 @@ class OnlineTracker:
             self._update(track, t, embeds[c], boxes[c], probs[c], mask_of[c])
             seen.append((track.track_id, int(keep[c])))
             survivors.append(track)
+        if len(survivors) > cfg.max_live_tracks:
+            survivors.sort(key=lambda tr: tr.missing)  # stable: birth order among equals
+            self.ended.extend(survivors[cfg.max_live_tracks :])
+            survivors = survivors[: cfg.max_live_tracks]
         self.live = survivors
         return seen
 

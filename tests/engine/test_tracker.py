@@ -122,3 +122,14 @@ def test_no_birth_from_a_proposal_overlapping_a_continued_track():
     assert [q for _, q in seen] == [0]  # continued; the overlapping newcomer is not born
     far = make_frame([(0, 0), (1, 0)], embeds, n_noise=0)  # same scene, object 1 elsewhere
     assert sorted(q for _, q in OnlineTracker(cosine_associate, cfg).step(far)) == [0, 1]
+
+
+def test_live_tracks_are_capped_by_ending_the_longest_missing():
+    embeds = torch.randn(3, 8)
+    tracker = OnlineTracker(cosine_associate, TrackerConfig(max_live_tracks=2, max_missing=9))
+    tracker.step(make_frame([(0, 0), (1, 1)], embeds, n_noise=0))
+    tracker.step(make_frame([(1, 1)], embeds, n_noise=0))  # track of object 0 now missing
+    tracker.step(make_frame([(1, 1), (2, 2)], embeds, n_noise=0))  # a third object is born
+    assert len(tracker.live) == 2 and len(tracker.ended) == 1
+    assert tracker.ended[0].missing == 2  # object 0's track, unmatched twice
+    assert {tr.missing for tr in tracker.live} == {0}
