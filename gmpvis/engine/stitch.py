@@ -92,14 +92,18 @@ class ClipStitcher:
         clip_tracks = [ct for ct in clip_tracks if ct.frames]
         # candidates: video tracks seen recently enough to be the same object
         cands = [tr for tr in self.tracks if start - tr.last_frame <= cfg.max_missing + 1]
+        # one graph holds at most max_live_tracks nodes a side (the Triton sinkhorn's limit):
+        # the most recently seen candidates; clip tracks past the cap start new tracks
+        cands = sorted(cands, key=lambda tr: start - tr.last_frame)[: cfg.max_live_tracks]
+        joinable = clip_tracks[: cfg.max_live_tracks]
         matches: dict[int, StitchedTrack] = {}
-        if cands and clip_tracks:
-            nodes = [ct.node(overlap) for ct in clip_tracks]
+        if cands and joinable:
+            nodes = [ct.node(overlap) for ct in joinable]
             e1 = torch.stack([torch.stack(list(tr.embeds)).mean(0) for tr in cands])[None]
             b1 = torch.stack([tr.box for tr in cands])[None]
             e2 = torch.stack([n[0] for n in nodes])[None]
             b2 = torch.stack([n[1] for n in nodes])[None]
-            soft = self.associate(e1, b1, e2, b2)[0, : len(cands), : len(clip_tracks)]
+            soft = self.associate(e1, b1, e2, b2)[0, : len(cands), : len(joinable)]
             soft = soft.float().cpu()
             rows, cols = linear_sum_assignment(-soft.numpy())
             for r, c in zip(rows.tolist(), cols.tolist(), strict=True):

@@ -193,6 +193,24 @@ def clip_track(frames: range, embed: torch.Tensor, label: int, tag: str) -> Clip
     return ClipTrack({t: (embed + 0.01 * torch.randn_like(embed), box, prob, rle) for t in frames})
 
 
+def test_stitcher_graphs_respect_the_live_track_cap():
+    sizes = []
+
+    def spy(e1, b1, e2, b2):
+        sizes.append((e1.shape[1], e2.shape[1]))
+        return cosine_associate(e1, b1, e2, b2)
+
+    a, b, c = torch.randn(3, 16)
+    cfg = TrackerConfig(match_threshold=0.3, categories_per_track=1, max_live_tracks=1)
+    st = ClipStitcher(spy, cfg)
+    st.add_clip([clip_track(range(0, 6), a, 0, "a0"), clip_track(range(0, 6), b, 1, "b0")], 0, 6, 2)
+    st.add_clip(
+        [clip_track(range(4, 10), a, 0, "a1"), clip_track(range(4, 10), c, 2, "c1")], 4, 10, 2
+    )
+    assert sizes == [(1, 1)]
+    assert len(st.results(1, 10, [10, 20, 30])) == 3  # a joined, b ended, c new
+
+
 def test_clip_starts_cover_the_video():
     assert clip_starts(20, 8, 2) == [0, 6, 12]
     assert clip_starts(5, 8, 2) == [0]
