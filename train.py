@@ -83,17 +83,19 @@ def main(argv: list[str] | None = None) -> Trainer:
     default_num_threads()
     dist_info = init_distributed(args.device)
     try:
-        from gmpvis.data import build_dataset, split_videos
+        from gmpvis.data import YTVISAnnotations, build_dataset, split_videos
         from gmpvis.data.ytvis import read_json
 
         ann_file = prepare_data(cfg, dist_info.is_main)
-        train_set = build_dataset(cfg.data, "train")
+        frames_root = os.path.join(cfg.data.root, "JPEGImages")
+        gt = read_json(ann_file)  # parsed once: the index below and the holdout ground truth
+        index = YTVISAnnotations.from_dict(gt, source=str(ann_file), frames_root=frames_root)
+        train_set = build_dataset(cfg.data, "train", annotations=index)
         cfg.model.num_classes = train_set.num_classes
-        gt = read_json(ann_file)
         _, holdout_ids = split_videos(
-            [v["id"] for v in gt["videos"]], cfg.data.holdout_fraction, seed=cfg.data.split_seed
+            index.video_ids, cfg.data.holdout_fraction, seed=cfg.data.split_seed
         )
-        holdout = (gt, holdout_ids, os.path.join(cfg.data.root, "JPEGImages"))
+        holdout = (gt, holdout_ids, frames_root)
         if dist_info.is_main:
             print(
                 f"{len(train_set)} training videos, {len(holdout_ids)} holdout videos, "

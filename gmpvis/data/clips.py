@@ -211,19 +211,27 @@ class YTVISDataset(torch.utils.data.Dataset):
 
 
 def build_dataset(
-    data_cfg, split: str = "train", *, train: bool | None = None, cache_dir=None
+    data_cfg,
+    split: str = "train",
+    *,
+    train: bool | None = None,
+    cache_dir=None,
+    annotations: YTVISAnnotations | None = None,
 ) -> YTVISDataset:
     """Dataset from a ``Config.data`` section: ``split`` is "train", "holdout" or "all".
 
     Training transforms for "train" (multi-scale, crop, flip), evaluation ones otherwise
     (short side ``max(scales)``), unless ``train`` says otherwise. ``cache_dir``: see
-    :meth:`YTVISAnnotations.load`.
+    :meth:`YTVISAnnotations.load`. ``annotations``: the already-parsed file (then
+    ``data_cfg.ann_file`` is not read again).
     """
     if split not in ("train", "holdout", "all"):
         raise ValueError(f"build_dataset: split must be train, holdout or all, got {split!r}")
-    ann_file = data_cfg.ann_file or os.path.join(data_cfg.root, "annotations.json")
     frames_root = os.path.join(data_cfg.root, "JPEGImages")
-    ann = YTVISAnnotations.load(ann_file, frames_root=frames_root, cache_dir=cache_dir)
+    ann = annotations
+    if ann is None:
+        ann_file = data_cfg.ann_file or os.path.join(data_cfg.root, "annotations.json")
+        ann = YTVISAnnotations.load(ann_file, frames_root=frames_root, cache_dir=cache_dir)
     ids = None
     if split != "all":
         tr, ho = split_videos(ann.video_ids, data_cfg.holdout_fraction, seed=data_cfg.split_seed)

@@ -219,6 +219,9 @@ def test_build_dataset_from_config(make_dataset):
     assert len(build_dataset(cfg, "all")) == len(full)
     gt = hold.ann.to_dict()  # ground truth for a local AP
     assert {v["id"] for v in gt["videos"]} == set(hold.ann.video_ids.tolist())
+    # an already-parsed index gives the same split without reading the file again
+    again = build_dataset(cfg, "train", annotations=full)
+    assert again.ann.video_ids.tolist() == train.ann.video_ids.tolist()
 
 
 def test_retries_prefer_clips_with_visible_instances(make_dataset):
