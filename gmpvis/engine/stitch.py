@@ -27,7 +27,12 @@ from scipy.optimize import linear_sum_assignment
 
 from gmpvis.config import Config
 from gmpvis.engine.online import FramePreprocessor, LatencyStats, Stepper
-from gmpvis.engine.tracker import FrameProposals, OnlineTracker, TrackerConfig
+from gmpvis.engine.tracker import (
+    FrameProposals,
+    OnlineTracker,
+    TrackerConfig,
+    track_results,
+)
 from gmpvis.engine.video_inference import mask_decoder
 
 
@@ -120,22 +125,18 @@ class ClipStitcher:
     def results(self, video_id: int, num_frames: int, category_ids: list[int]) -> list[dict]:
         """YouTube-VIS results, one per track and top category (mean class probability)."""
         out = []
-        k = self.cfg.categories_per_track
         for tr in self.tracks:
-            if tr.num_frames == 0:
-                continue
-            mean = tr.prob_sum / tr.num_frames
-            top = torch.topk(mean, min(k, mean.numel()))
-            segs = [tr.frames.get(t) for t in range(num_frames)]
-            for score, label in zip(top.values.tolist(), top.indices.tolist(), strict=True):
-                out.append(
-                    {
-                        "video_id": int(video_id),
-                        "category_id": int(category_ids[label]),
-                        "score": float(score),
-                        "segmentations": segs,
-                    }
+            out.extend(
+                track_results(
+                    video_id,
+                    num_frames,
+                    category_ids,
+                    tr.prob_sum,
+                    tr.num_frames,
+                    tr.frames,
+                    self.cfg.categories_per_track,
                 )
+            )
         return out
 
 

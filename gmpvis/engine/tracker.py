@@ -190,20 +190,43 @@ class OnlineTracker:
         The score is the track's mean class probability over the frames where it was seen.
         """
         out = []
-        k = self.cfg.categories_per_track
         for track in self.ended + self.live:
-            if track.num_frames == 0:
-                continue
-            mean_prob = track.class_prob_sum / track.num_frames
-            top = torch.topk(mean_prob, min(k, mean_prob.numel()))
-            segmentations = [track.frames.get(t) for t in range(num_frames)]
-            for score, label in zip(top.values.tolist(), top.indices.tolist(), strict=True):
-                out.append(
-                    {
-                        "video_id": int(video_id),
-                        "category_id": int(category_ids[label]),
-                        "score": float(score),
-                        "segmentations": segmentations,
-                    }
+            out.extend(
+                track_results(
+                    video_id,
+                    num_frames,
+                    category_ids,
+                    track.class_prob_sum,
+                    track.num_frames,
+                    track.frames,
+                    self.cfg.categories_per_track,
                 )
+            )
         return out
+
+
+def track_results(
+    video_id: int,
+    num_frames: int,
+    category_ids: list[int],
+    prob_sum: torch.Tensor,
+    frames_seen: int,
+    masks: dict[int, dict],
+    categories: int,
+) -> list[dict]:
+    """YouTube-VIS results of one track: one entry per top category, scored by the mean class
+    probability ``prob_sum [C] / frames_seen``; ``masks`` maps frame index -> RLE."""
+    if frames_seen == 0:
+        return []
+    mean_prob = prob_sum / frames_seen
+    top = torch.topk(mean_prob, min(categories, mean_prob.numel()))
+    segmentations = [masks.get(t) for t in range(num_frames)]
+    return [
+        {
+            "video_id": int(video_id),
+            "category_id": int(category_ids[label]),
+            "score": float(score),
+            "segmentations": segmentations,
+        }
+        for score, label in zip(top.values.tolist(), top.indices.tolist(), strict=True)
+    ]
