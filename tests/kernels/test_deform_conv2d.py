@@ -10,9 +10,9 @@ import pytest
 import torch
 import torchvision
 
-from gmpvis.kernels import deform_conv as dc
 from gmpvis.kernels import reference, use_backend
 from gmpvis.kernels._backend import resolve
+from gmpvis.kernels.ops import deform_conv2d as dc
 
 TOL = {torch.float32: (1e-5, 1e-5), torch.float16: (1e-3, 1e-2), torch.bfloat16: (1e-2, 3e-2)}
 NAMES = ("input", "offset", "weight", "bias", "mask")

@@ -6,13 +6,13 @@ conftest), so shapes are tiny: the interpreter runs every program in Python.
 
 from __future__ import annotations
 
-import importlib
 import os
 
 import pytest
 import torch
 
 from gmpvis.kernels import ms_deform_attn, ms_deform_attn_fused, reference, use_backend
+from gmpvis.kernels.ops import ms_deform_attn as msda_module
 
 # Both paths accumulate in float32; half-precision results differ by the final rounding.
 TOL = {
@@ -122,9 +122,9 @@ def test_triton_non_contiguous_inputs():
 @needs_triton_cpu
 def test_triton_backend_runs_the_kernels(monkeypatch):
     """The triton backend launches the Triton kernels (not the reference) on CPU tensors."""
-    module = importlib.import_module("gmpvis.kernels.ms_deform_attn")
+    module = msda_module
     calls = []
-    for name in ("_launch_forward", "_launch_backward"):
+    for name in ("_forward", "_backward"):
         launcher = getattr(module, name)
         monkeypatch.setattr(
             module, name, lambda *a, _f=launcher, _n=name, **k: calls.append(_n) or _f(*a, **k)
@@ -132,7 +132,7 @@ def test_triton_backend_runs_the_kernels(monkeypatch):
     inputs = make_inputs(1, 2, 1, 4, [(2, 2)], 1)
     with use_backend("triton"):
         run_with_grads(ms_deform_attn_fused, *inputs)
-    assert calls == ["_launch_forward", "_launch_backward"]
+    assert calls == ["_forward", "_backward"]
     with use_backend("torch"):
         run_with_grads(ms_deform_attn_fused, *inputs)
     assert len(calls) == 2

@@ -42,7 +42,7 @@ CAP: tl.constexpr = tl.constexpr(_CAP)  # the same two, as kernel constants
 TINY: tl.constexpr = tl.constexpr(_TINY)
 
 
-# ----------------------------------------------------------------------------- Triton kernels
+# --- Triton kernels
 
 
 @triton.jit
@@ -188,7 +188,7 @@ def _sinkhorn_bwd_kernel(
     tl.store(DS + b * n1 * n2 + ptrs, ds.to(DS.dtype.element_ty), mask=in_scores)
 
 
-# ----------------------------------------------------------------------------- launchers
+# --- launchers
 
 
 def _blocks(n1: int, n2: int, has_bin: bool) -> tuple[int, int, int]:
@@ -214,7 +214,7 @@ def _mask_arg(mask: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
     return like if mask is None else mask.contiguous().view(torch.uint8)
 
 
-def sinkhorn_fwd_triton(
+def _forward(
     scores: torch.Tensor,
     iters: int,
     tau: float,
@@ -239,7 +239,7 @@ def sinkhorn_fwd_triton(
     return out
 
 
-def sinkhorn_bwd_triton(
+def _backward(
     grad: torch.Tensor,
     scores: torch.Tensor,
     iters: int,
@@ -274,7 +274,7 @@ def _bin_logit(dustbin: float | None, tau: float) -> float:
     return 0.0 if dustbin is None else min(dustbin / tau, _CAP)
 
 
-# ----------------------------------------------------------------------------- torch.library
+# --- registration
 
 
 def _use_triton(scores: torch.Tensor) -> bool:
@@ -291,7 +291,7 @@ def _sinkhorn_op(
     dustbin: float | None,
 ) -> torch.Tensor:
     if _use_triton(scores):
-        return sinkhorn_fwd_triton(scores, iters, tau, row_mask, col_mask, dustbin)
+        return _forward(scores, iters, tau, row_mask, col_mask, dustbin)
     out = reference.sinkhorn(
         scores, iters, tau=tau, row_mask=row_mask, col_mask=col_mask, dustbin=dustbin
     )
@@ -316,7 +316,7 @@ def _sinkhorn_backward_op(
     dustbin: float | None,
 ) -> torch.Tensor:
     if _use_triton(scores):
-        return sinkhorn_bwd_triton(grad, scores, iters, tau, row_mask, col_mask, dustbin)
+        return _backward(grad, scores, iters, tau, row_mask, col_mask, dustbin)
 
     with autograd_enabled():
         leaf = scores.detach().requires_grad_(True)
@@ -338,17 +338,17 @@ def _setup_context(ctx, inputs, output):
     ctx.args = (iters, tau, dustbin)
 
 
-def _backward(ctx, grad):
+def _autograd_backward(ctx, grad):
     scores, row_mask, col_mask = ctx.saved_tensors
     iters, tau, dustbin = ctx.args
     d_scores = _sinkhorn_backward_op(grad, scores, iters, tau, row_mask, col_mask, dustbin)
     return d_scores, None, None, None, None, None
 
 
-_sinkhorn_op.register_autograd(_backward, setup_context=_setup_context)
+_sinkhorn_op.register_autograd(_autograd_backward, setup_context=_setup_context)
 
 
-# ----------------------------------------------------------------------------- public function
+# --- public API
 
 
 def sinkhorn(

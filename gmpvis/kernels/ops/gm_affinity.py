@@ -44,7 +44,7 @@ LOG2E = 1.4426950408889634  # exp(x) = exp2(x * log2(e))
 FLT_MAX = 3.0e38  # just below float32's largest finite value
 
 
-# ----------------------------------------------------------------------------- kernels
+# --- Triton kernels
 # Tiles: a block of BLOCK_J edge rows e1[i, j] ([J, C]) against R = BLOCK_A * BLOCK_K edge rows
 # e2[a, k] of BLOCK_A nodes a at once ([R, C], column r <-> (a, k) = (r // BLOCK_K, r % BLOCK_K)),
 # so one tl.dot covers several a and the interpreter runs few, wide programs.
@@ -212,7 +212,7 @@ def _gm_edge_grad_kernel(
     )
 
 
-# ----------------------------------------------------------------------------- launchers
+# --- launchers
 
 
 # Tile caps. GPU: [R, C] and [J, R] tiles of <= 4096 float32 each stay in registers.
@@ -313,7 +313,7 @@ def _edge_grad(e1, e2, q1, q2, s, g, mask1, mask2, sigma):
     return out
 
 
-def gm_affinity_triton_forward(node1, node2, edge1, edge2, assign, sigma, mask1, mask2):
+def _forward(node1, node2, edge1, edge2, assign, sigma, mask1, mask2):
     """Triton forward on contiguous tensors: ``[B, n1, n2]`` in ``node1.dtype``."""
     edge1, edge2, assign = edge1.contiguous(), edge2.contiguous(), assign.contiguous()
     # node term by cuBLAS in float32, added inside the kernel before the single rounding
@@ -322,7 +322,7 @@ def gm_affinity_triton_forward(node1, node2, edge1, edge2, assign, sigma, mask1,
     return _quad(base, edge1, edge2, q1, q2, assign, mask1, mask2, sigma, node1.dtype)
 
 
-def gm_affinity_triton_backward(grad, node1, node2, edge1, edge2, assign, sigma, mask1, mask2):
+def _backward(grad, node1, node2, edge1, edge2, assign, sigma, mask1, mask2):
     """Triton backward: grads w.r.t. ``node1, node2, edge1, edge2, assign``."""
     node1, node2, edge1, edge2, assign = (
         t.contiguous() for t in (node1, node2, edge1, edge2, assign)
@@ -346,7 +346,7 @@ def gm_affinity_triton_backward(grad, node1, node2, edge1, edge2, assign, sigma,
     return grad_node1, grad_node2, grad_edge1, grad_edge2, grad_assign
 
 
-# ----------------------------------------------------------------------------- registration
+# --- registration
 
 
 def _use_triton(t: torch.Tensor) -> bool:
@@ -365,7 +365,7 @@ def _gm_affinity_op(
     mask2: torch.Tensor | None,
 ) -> torch.Tensor:
     if _use_triton(node1):
-        return gm_affinity_triton_forward(node1, node2, edge1, edge2, assign, sigma, mask1, mask2)
+        return _forward(node1, node2, edge1, edge2, assign, sigma, mask1, mask2)
     return reference.gm_affinity(
         node1, node2, edge1, edge2, assign, sigma=sigma, mask1=mask1, mask2=mask2
     )
@@ -389,9 +389,7 @@ def _gm_affinity_backward_op(
     mask2: torch.Tensor | None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     if _use_triton(node1):
-        return gm_affinity_triton_backward(
-            grad, node1, node2, edge1, edge2, assign, sigma, mask1, mask2
-        )
+        return _backward(grad, node1, node2, edge1, edge2, assign, sigma, mask1, mask2)
     with autograd_enabled():
         leaves = [t.detach().requires_grad_() for t in (node1, node2, edge1, edge2, assign)]
         out = reference.gm_affinity(*leaves, sigma=sigma, mask1=mask1, mask2=mask2)
@@ -410,7 +408,7 @@ def _setup_context(ctx, inputs, output):
     ctx.sigma = sigma
 
 
-def _backward(ctx, grad):
+def _autograd_backward(ctx, grad):
     node1, node2, edge1, edge2, assign, mask1, mask2 = ctx.saved_tensors
     grads = torch.ops.gmpvis.gm_affinity_backward(
         grad, node1, node2, edge1, edge2, assign, ctx.sigma, mask1, mask2
@@ -418,10 +416,10 @@ def _backward(ctx, grad):
     return (*grads, None, None, None)
 
 
-_gm_affinity_op.register_autograd(_backward, setup_context=_setup_context)
+_gm_affinity_op.register_autograd(_autograd_backward, setup_context=_setup_context)
 
 
-# ----------------------------------------------------------------------------- public API
+# --- public API
 
 
 def gm_affinity(

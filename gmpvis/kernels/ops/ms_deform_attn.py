@@ -32,7 +32,7 @@ _INT_DTYPES = (torch.int64, torch.int32)
 _KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
-# ----------------------------------------------------------------------------- Triton kernels
+# --- Triton kernels
 
 
 @triton.jit
@@ -214,7 +214,7 @@ def _ms_deform_attn_bwd_kernel(
         tl.store(grad_attn_ptr + row[:, None] * LP + cols[None, :], g_logit, mask=lp_mask)
 
 
-# ----------------------------------------------------------------------------- launchers
+# --- launchers
 
 
 def _blocks(Q: int, D: int, budget: int) -> tuple[int, int]:
@@ -228,7 +228,7 @@ def _blocks(Q: int, D: int, budget: int) -> tuple[int, int]:
     return block_q, block_d
 
 
-def _launch_forward(value, spatial_shapes, level_start_index, loc, attn, fused: bool):
+def _forward(value, spatial_shapes, level_start_index, loc, attn, fused: bool):
     value, loc, attn = value.contiguous(), loc.contiguous(), attn.contiguous()
     B, S, H, D = value.shape
     _, Q, _, L, P, _ = loc.shape
@@ -248,7 +248,7 @@ def _launch_forward(value, spatial_shapes, level_start_index, loc, attn, fused: 
     return out
 
 
-def _launch_backward(grad_out, value, spatial_shapes, level_start_index, loc, attn, fused: bool):
+def _backward(grad_out, value, spatial_shapes, level_start_index, loc, attn, fused: bool):
     value, loc, attn = value.contiguous(), loc.contiguous(), attn.contiguous()
     grad_out = grad_out.contiguous()
     B, S, H, D = value.shape
@@ -276,7 +276,7 @@ def _use_triton(op: str, value, loc, attn) -> bool:
     return all(t.dtype in _KERNEL_DTYPES for t in (value, loc, attn))
 
 
-# ----------------------------------------------------------------------------- registration
+# --- registration
 
 
 def _register(fused: bool):
@@ -285,7 +285,7 @@ def _register(fused: bool):
     ref = reference.ms_deform_attn_fused if fused else reference.ms_deform_attn
 
     @torch.library.custom_op(f"gmpvis::{name}", mutates_args=())
-    def forward(
+    def forward_op(
         value: torch.Tensor,
         spatial_shapes: torch.Tensor,
         level_start_index: torch.Tensor,
@@ -294,10 +294,10 @@ def _register(fused: bool):
     ) -> torch.Tensor:
         args = (value, spatial_shapes, level_start_index, sampling_locations, attention)
         if _use_triton(name, value, sampling_locations, attention):
-            return _launch_forward(*args, fused=fused)
+            return _forward(*args, fused=fused)
         return ref(*args)
 
-    @forward.register_fake
+    @forward_op.register_fake
     def _(value, spatial_shapes, level_start_index, sampling_locations, attention):
         B, _, H, D = value.shape
         return value.new_empty(B, sampling_locations.shape[1], H * D)
@@ -312,7 +312,7 @@ def _register(fused: bool):
         attention: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         if _use_triton(name, value, sampling_locations, attention):
-            return _launch_backward(
+            return _backward(
                 grad_out, value, spatial_shapes, level_start_index, sampling_locations,
                 attention, fused=fused,
             )  # fmt: skip
@@ -333,20 +333,20 @@ def _register(fused: bool):
     def setup_context(ctx, inputs, output):
         ctx.save_for_backward(*inputs)
 
-    def backward(ctx, grad_out):
+    def autograd_backward(ctx, grad_out):
         value, shapes, starts, loc, attn = ctx.saved_tensors
         grad_value, grad_loc, grad_attn = backward_op(grad_out, value, shapes, starts, loc, attn)
         return grad_value, None, None, grad_loc, grad_attn
 
-    forward.register_autograd(backward, setup_context=setup_context)
-    return forward, backward_op
+    forward_op.register_autograd(autograd_backward, setup_context=setup_context)
+    return forward_op, backward_op
 
 
 _register(fused=False)
 _register(fused=True)
 
 
-# ----------------------------------------------------------------------------- public API
+# --- public API
 
 
 def _check_args(op, value, spatial_shapes, level_start_index, sampling_locations, attention, name):

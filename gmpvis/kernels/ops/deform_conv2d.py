@@ -32,6 +32,9 @@ from gmpvis.kernels._checks import check_tensor
 OP = "deform_conv2d"
 
 
+# --- Triton kernels
+
+
 @triton.jit
 def _tap_coords(off_ptr, mask_ptr, n, ho, wo, p_ok, og, k, i, j, K, G_OFF, H_out, W_out, H, W,
                 sh, sw, ph, pw, dh, dw, HAS_MASK: tl.constexpr):  # fmt: skip
@@ -292,7 +295,7 @@ def _bwd_weight_kernel(x_ptr, off_ptr, mask_ptr, gout_ptr, gw_ptr, N, C, H, W, H
         tl.store(gw_ptr + w_off, acc, mask=w_mask)
 
 
-# ----------------------------------------------------------------------------- launchers
+# --- launchers
 
 
 def _geometry(input, offset, weight, stride, padding, dilation):
@@ -357,7 +360,7 @@ def _blocks(geo: dict, dtype: torch.dtype) -> dict:
     )
 
 
-def _forward_triton(input, offset, weight, bias, stride, padding, dilation, mask):
+def _forward(input, offset, weight, bias, stride, padding, dilation, mask):
     geo = _geometry(input, offset, weight, stride, padding, dilation)
     groups = geo["C"] // geo["C_IN_G"]
     out = input.new_empty(geo["N"], weight.shape[0], geo["H_out"], geo["W_out"])
@@ -388,7 +391,7 @@ def _split_count(programs: int, tiles: int, device: torch.device) -> int:
     return max(1, min(tiles, triton.cdiv(target, programs)))
 
 
-def _backward_triton(grad_out, input, offset, weight, bias, stride, padding, dilation, mask):
+def _backward(grad_out, input, offset, weight, bias, stride, padding, dilation, mask):
     geo = _geometry(input, offset, weight, stride, padding, dilation)
     groups = geo["C"] // geo["C_IN_G"]
     N, C, H, W = input.shape
@@ -432,7 +435,7 @@ def _backward_triton(grad_out, input, offset, weight, bias, stride, padding, dil
     )
 
 
-# ----------------------------------------------------------------------------- registration
+# --- registration
 
 
 def _use_triton(input: torch.Tensor) -> bool:
@@ -452,7 +455,7 @@ def _deform_conv2d_op(
     mask: torch.Tensor | None,
 ) -> torch.Tensor:
     if _use_triton(input):
-        return _forward_triton(input, offset, weight, bias, stride, padding, dilation, mask)
+        return _forward(input, offset, weight, bias, stride, padding, dilation, mask)
     return reference.deform_conv2d(input, offset, weight, bias, stride, padding, dilation, mask)
 
 
@@ -476,7 +479,7 @@ def _deform_conv2d_backward_op(
     """Grads of input, offset, weight, bias and mask (``[0]``-sized when bias/mask is None)."""
     args = (input, offset, weight, bias, stride, padding, dilation, mask)
     if _use_triton(input):
-        return _backward_triton(grad_out, *args)
+        return _backward(grad_out, *args)
     with autograd_enabled():
         leaves = [t.detach().requires_grad_() if t is not None else None for t in args[:4]]
         m = mask.detach().requires_grad_() if mask is not None else None
@@ -506,7 +509,7 @@ def _setup_context(ctx, inputs, output):
     ctx.conv = (stride, padding, dilation)
 
 
-def _backward(ctx, grad_out):
+def _autograd_backward(ctx, grad_out):
     input, offset, weight, bias, mask = ctx.saved_tensors
     g_in, g_off, g_w, g_b, g_m = torch.ops.gmpvis.deform_conv2d_backward(
         grad_out.contiguous(), input, offset, weight, bias, *ctx.conv, mask
@@ -523,10 +526,10 @@ def _backward(ctx, grad_out):
     )
 
 
-_deform_conv2d_op.register_autograd(_backward, setup_context=_setup_context)
+_deform_conv2d_op.register_autograd(_autograd_backward, setup_context=_setup_context)
 
 
-# ----------------------------------------------------------------------------- public function
+# --- public API
 
 
 def _pair(name: str, value, minimum: int) -> list[int]:
