@@ -1,22 +1,30 @@
-"""GMP-VIS model: ``build_model(cfg)`` and ``build_criterion(cfg)``."""
+"""GMP-VIS model. Modules take plain arguments; the ``build_*`` factories read the config:
+
+``model = build_model(cfg)``; ``criterion = build_criterion(cfg, model.gm_head)``.
+"""
 
 from __future__ import annotations
 
-from torch import nn
-
+from gmpvis.model.build import (
+    build_backbone,
+    build_criterion,
+    build_gm_head,
+    build_matcher,
+    build_model,
+)
 from gmpvis.model.criterion import SetCriterion
 from gmpvis.model.gmpvis_model import GMPVIS
+from gmpvis.model.graph_matching import GraphMatchingHead
 from gmpvis.model.matcher import HungarianMatcher
 
-
-def build_model(cfg) -> GMPVIS:
-    """The network of ``cfg.model`` (see :class:`GMPVIS`)."""
-    return GMPVIS(cfg)
-
-
-def build_criterion(cfg) -> nn.Module:
-    """Losses of ``cfg.loss`` (see :class:`SetCriterion`)."""
-    return SetCriterion(cfg)
-
-
-__all__ = ["GMPVIS", "HungarianMatcher", "SetCriterion", "build_criterion", "build_model"]
+__all__ = [
+    "GMPVIS",
+    "GraphMatchingHead",
+    "HungarianMatcher",
+    "SetCriterion",
+    "build_backbone",
+    "build_criterion",
+    "build_gm_head",
+    "build_matcher",
+    "build_model",
+]

@@ -20,9 +20,10 @@ STRIDES = (4, 8, 16, 32)
 
 
 class TinyCNN(nn.Module):
-    """Stem (stride 2) + 4 stages of two 3x3 convs; widths ``c, 2c, 4c, 8c``."""
+    """Stem (stride 2) + 4 stages of two 3x3 convs; widths ``c, 2c, 4c, 8c``
+    (``train=False``: every parameter gets ``requires_grad=False``)."""
 
-    def __init__(self, width: int = 16) -> None:
+    def __init__(self, width: int = 16, train: bool = True) -> None:
         super().__init__()
 
         def block(cin: int, cout: int, stride: int) -> nn.Sequential:
@@ -41,6 +42,8 @@ class TinyCNN(nn.Module):
             block(cin, cout, 2) for cin, cout in zip([width] + widths[:-1], widths, strict=True)
         )
         self.channels = dict(zip(STRIDES, widths, strict=True))
+        if not train:
+            self.requires_grad_(False)
 
     def forward(self, x: torch.Tensor) -> dict[int, torch.Tensor]:
         """``x [N, 3, H, W]`` -> ``{stride: [N, C_s, ceil(H/s), ceil(W/s)]}``."""
@@ -90,17 +93,3 @@ class ResNetBackbone(nn.Module):
             x = layer(x)
             out[stride] = x
         return out
-
-
-def build_backbone(cfg) -> nn.Module:
-    """``cfg``: the full Config (uses ``cfg.model``)."""
-    m = cfg.model
-    if m.backbone == "tiny_cnn":
-        net = TinyCNN(m.tiny_channels)
-        if not m.train_backbone:
-            for p in net.parameters():
-                p.requires_grad_(False)
-        return net
-    if m.backbone in ("resnet50", "resnet101"):
-        return ResNetBackbone(m.backbone, m.frozen_bn, m.pretrained_weights, m.train_backbone)
-    raise ValueError(f"model.backbone: unknown backbone {m.backbone!r}")

@@ -4,7 +4,12 @@ auxiliary decoder layers, and L_match, the graph-matching association loss.
 ``criterion(outputs, targets)`` returns a dict of scalars: every term *unweighted*
 (``loss_ce``, ``loss_bbox``, ``loss_giou``, ``loss_mask``, ``loss_dice``, ``loss_match`` and
 ``<term>_<i>`` for auxiliary layer ``i``) and ``loss``, the weighted total
-``sum_k w_k * term_k`` with the weights of ``cfg.loss``.
+``sum_k w_k * term_k`` (an auxiliary term weighs as its last-layer term).
+
+The graph matching head that L_match trains is handed to the criterion when it is built
+(``build_criterion(cfg, gm_head=model.gm_head)``): it is the model's own module, registered
+here as a submodule too, so its parameters are shared (``parameters()`` lists them once) and
+its use happens inside whatever module wraps model and criterion together (DDP).
 """
 
 from __future__ import annotations
@@ -26,27 +31,52 @@ def dice_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 
 class SetCriterion(nn.Module):
-    """See module docstring. ``cfg.loss`` gives the weights, ``cfg.model.mask_stride`` the
-    resolution of the mask targets."""
+    """See module docstring.
+
+    Args:
+        matcher: per-frame Hungarian matcher (:class:`HungarianMatcher`).
+        gm_head: ``(embeds1 [P,n1,E], boxes1 [P,n1,4], embeds2, boxes2, mask1 [P,n1],
+            mask2 [P,n2]) -> S [P, n1+1, n2+1]`` (the model's graph matching head); may be
+            None only when ``weights["loss_match"]`` is 0.
+        weights: ``w_k`` for every name of ``TERMS`` and ``"loss_match"``.
+        mask_stride: output stride of the mask logits (resolution of the mask targets).
+        gm_distractors: unmatched highest-score proposals added to each L_match graph.
+        match_dustbin_weight: ``w_d``, weight of the dustbin NLL inside L_match.
+        focal_alpha, focal_gamma: sigmoid focal loss of the class and mask terms.
+    """
 
     TERMS = ("loss_ce", "loss_bbox", "loss_giou", "loss_mask", "loss_dice")
 
-    def __init__(self, cfg) -> None:
+    def __init__(
+        self,
+        matcher: HungarianMatcher,
+        gm_head: nn.Module | None,
+        *,
+        weights: dict[str, float],
+        mask_stride: int,
+        gm_distractors: int,
+        match_dustbin_weight: float,
+        focal_alpha: float = 0.25,
+        focal_gamma: float = 2.0,
+    ) -> None:
         super().__init__()
-        lc = cfg.loss
-        self.matcher = HungarianMatcher(cfg)
-        self.alpha, self.gamma = lc.focal_alpha, lc.focal_gamma
-        self.mask_stride = cfg.model.mask_stride
-        self.distractors = lc.gm_distractors
-        self.dustbin_weight = lc.match_dustbin_weight
-        self.weights = {
-            "loss_ce": lc.cls_weight,
-            "loss_bbox": lc.bbox_weight,
-            "loss_giou": lc.giou_weight,
-            "loss_mask": lc.mask_weight,
-            "loss_dice": lc.dice_weight,
-            "loss_match": lc.match_weight,
-        }
+        expected = set(self.TERMS) | {"loss_match"}
+        if set(weights) != expected:
+            raise ValueError(
+                f"SetCriterion: weights must name {sorted(expected)}, got {sorted(weights)}"
+            )
+        if weights["loss_match"] > 0 and gm_head is None:
+            raise ValueError(
+                "SetCriterion: L_match (weights['loss_match'] > 0) needs the model's gm_head "
+                "(build_criterion(cfg, model.gm_head), or set loss.match_weight=0)"
+            )
+        self.matcher = matcher
+        self.gm_head = gm_head
+        self.alpha, self.gamma = focal_alpha, focal_gamma
+        self.mask_stride = mask_stride
+        self.distractors = gm_distractors
+        self.dustbin_weight = match_dustbin_weight
+        self.weights = dict(weights)
 
     # ------------------------------------------------------------------ per-frame set losses
     def frame_losses(
@@ -109,16 +139,10 @@ class SetCriterion(nn.Module):
         return nodes, ids
 
     def match_loss(self, outputs: dict, indices: Indices) -> torch.Tensor:
-        """Graphs of consecutive frames (t, t+1) -> ``gm_head`` soft assignment
+        """Graphs of consecutive frames (t, t+1) -> ``self.gm_head`` soft assignment
         ``S [P, n1+1, n2+1]``; true assignment: same instance in both graphs -> (i, a); a node
         whose instance is absent from the other graph (or a distractor) -> its dustbin entry.
         ``L = mean_{matched} -log S + w_d * mean_{dustbin entries} -log S``."""
-        head = outputs.get("gm_head")
-        if head is None:
-            raise ValueError(
-                "criterion: outputs['gm_head'] is required for L_match "
-                "(set loss.match_weight=0 to disable)"
-            )
         embeds, boxes = outputs["pred_embeds"], outputs["pred_boxes"]
         B, T = embeds.shape[:2]
         device = embeds.device
@@ -156,7 +180,7 @@ class SetCriterion(nn.Module):
             dust += [(p, n1, a) for a in range(len(ids2)) if a not in hit2]
         vid, frame1 = vid[:, None].to(device), frame1[:, None].to(device)
         idx1, idx2, m1, m2 = idx1.to(device), idx2.to(device), m1.to(device), m2.to(device)
-        S = head(
+        S = self.gm_head(
             embeds[vid, frame1, idx1],
             boxes[vid, frame1, idx1].detach(),
             embeds[vid, frame1 + 1, idx2],

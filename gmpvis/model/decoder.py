@@ -10,24 +10,6 @@ from gmpvis.model.deformable_attention import MSDeformAttn
 from gmpvis.model.encoder import LevelBatch, ffn
 
 
-class MLP(nn.Module):
-    """``num_layers`` linear layers with ReLU in between."""
-
-    def __init__(self, d_in: int, d_hidden: int, d_out: int, num_layers: int) -> None:
-        super().__init__()
-        dims = [d_in] + [d_hidden] * (num_layers - 1) + [d_out]
-        self.layers = nn.ModuleList(
-            nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:], strict=True)
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for i, layer in enumerate(self.layers):
-            x = layer(x)
-            if i < len(self.layers) - 1:
-                x = torch.relu(x)
-        return x
-
-
 class DeformableDecoderLayer(nn.Module):
     """Self-attention among queries, deformable cross-attention to the frame, FFN."""
 
@@ -77,24 +59,33 @@ class DeformableDecoderLayer(nn.Module):
 class DeformableDecoder(nn.Module):
     """Learned queries and initial boxes; every layer refines the boxes:
     ``box_l = sigmoid(bbox_head(h_l) + logit(box_{l-1}))`` with the previous box detached as
-    the next layer's reference (Deformable DETR iterative refinement)."""
+    the next layer's reference (Deformable DETR iterative refinement).
 
-    def __init__(self, cfg, bbox_head: nn.Module) -> None:
+    ``bbox_head``: ``[N, Q, D]`` -> ``[N, Q, 4]`` logit offsets, shared by all layers (the
+    model reads it back as ``decoder.bbox_head``).
+    """
+
+    def __init__(
+        self,
+        bbox_head: nn.Module,
+        *,
+        num_queries: int,
+        num_layers: int,
+        d_model: int,
+        n_heads: int,
+        n_levels: int,
+        n_points: int,
+        d_ff: int,
+        dropout: float,
+        fused: bool = True,
+    ) -> None:
         super().__init__()
-        m = cfg.model
-        self.query_embed = nn.Embedding(m.num_queries, 2 * m.hidden_dim)
-        self.init_box = nn.Linear(m.hidden_dim, 4)
+        self.num_queries = num_queries
+        self.query_embed = nn.Embedding(num_queries, 2 * d_model)
+        self.init_box = nn.Linear(d_model, 4)
         self.layers = nn.ModuleList(
-            DeformableDecoderLayer(
-                m.hidden_dim,
-                m.dim_feedforward,
-                m.dropout,
-                m.num_feature_levels,
-                m.nheads,
-                m.dec_n_points,
-                m.fused_attention,
-            )
-            for _ in range(m.dec_layers)
+            DeformableDecoderLayer(d_model, d_ff, dropout, n_levels, n_heads, n_points, fused)
+            for _ in range(num_layers)
         )
         self.bbox_head = bbox_head
 

@@ -55,11 +55,16 @@ def ffn(d_model: int, d_ff: int, dropout: float) -> nn.Sequential:
 
 class InputProjection(nn.Module):
     """Backbone strides 8/16/32 -> ``hidden_dim`` (1x1 conv + GroupNorm), extra levels by
-    stride-2 3x3 convs on the coarsest map; the last ``num_levels`` maps are kept."""
+    stride-2 3x3 convs on the coarsest map; the last ``num_levels`` maps are kept.
+
+    ``channels``: backbone ``{stride: C_s}``. ``level_strides``: the stride of each output
+    level, finest first (what the pixel decoder needs to know of the levels).
+    """
 
     def __init__(self, channels: dict[int, int], hidden_dim: int, num_levels: int) -> None:
         super().__init__()
         self.strides = [8, 16, 32][-min(num_levels, 3) :]
+        self.level_strides = self.strides + [64 * 2**i for i in range(max(0, num_levels - 3))]
         # (shapes, device) -> (spatial_shapes, level_start_index): built once per input size,
         # since torch.tensor(list, device=cuda) is a host-to-device copy that syncs and cannot
         # be captured in a CUDA graph
@@ -189,22 +194,25 @@ class DeformableEncoderLayer(nn.Module):
 
 
 class DeformableEncoder(nn.Module):
-    """Stack of :class:`DeformableEncoderLayer` applied to each frame independently."""
+    """Stack of ``num_layers`` :class:`DeformableEncoderLayer` applied to each frame
+    independently (``num_layers = 0``: identity)."""
 
-    def __init__(self, cfg) -> None:
+    def __init__(
+        self,
+        *,
+        num_layers: int,
+        d_model: int,
+        n_heads: int,
+        n_levels: int,
+        n_points: int,
+        d_ff: int,
+        dropout: float,
+        fused: bool = True,
+    ) -> None:
         super().__init__()
-        m = cfg.model
         self.layers = nn.ModuleList(
-            DeformableEncoderLayer(
-                m.hidden_dim,
-                m.dim_feedforward,
-                m.dropout,
-                m.num_feature_levels,
-                m.nheads,
-                m.enc_n_points,
-                m.fused_attention,
-            )
-            for _ in range(m.enc_layers)
+            DeformableEncoderLayer(d_model, d_ff, dropout, n_levels, n_heads, n_points, fused)
+            for _ in range(num_layers)
         )
 
     def forward(self, levels: LevelBatch) -> torch.Tensor:

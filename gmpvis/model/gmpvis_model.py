@@ -1,6 +1,6 @@
 """GMP-VIS network: backbone -> deformable encoder + temporal aggregation -> deformable
 decoder -> class / box / mask / instance-embedding heads, DCN pixel decoder, and the
-graph-matching association head.
+graph-matching association head. ``gmpvis.model.build_model(cfg)`` builds one from a config.
 
 Clip mode (training): ``model(frames [B, T, 3, H, W], pad_mask [B, H, W])``.
 Online mode (inference, constant memory): ``features, state = model.encode_frame(frame,
@@ -11,13 +11,10 @@ proposals.
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
-from gmpvis.model.backbone import build_backbone
-from gmpvis.model.decoder import MLP, DeformableDecoder
+from gmpvis.model.decoder import DeformableDecoder
 from gmpvis.model.encoder import DeformableEncoder, InputProjection, LevelBatch
 from gmpvis.model.graph_matching import GraphMatchingHead
 from gmpvis.model.seg_head import PixelDecoder, masks_from_embeddings
@@ -27,29 +24,51 @@ OUTPUT_KEYS = ("pred_logits", "pred_boxes", "pred_masks", "pred_embeds")
 
 
 class GMPVIS(nn.Module):
-    def __init__(self, cfg) -> None:
+    """The network, wired from its parts (all keyword-only; hidden size ``D`` throughout).
+
+    Args:
+        backbone: ``[N, 3, H, W]`` -> ``{stride: [N, C_s, h, w]}`` with ``.channels``.
+        input_proj: backbone maps -> :class:`LevelBatch` of ``L`` levels.
+        encoder: per-frame deformable encoder, ``LevelBatch`` -> ``[N, S, D]``.
+        temporal: memory-token aggregation across the frames of a clip / the rolling memory.
+        class_head: ``[..., D]`` -> ``[..., C]`` logits.
+        mask_head: ``[..., D]`` -> ``[..., mask_dim]`` mask embeddings.
+        embed_head: ``[..., D]`` -> ``[..., E]`` instance embeddings.
+        decoder: per-frame queries; owns the box head (``decoder.bbox_head``).
+        pixel_decoder: encoder levels + backbone maps -> ``[N, mask_dim, H/s, W/s]``.
+        gm_head: graph matching association head on ``E``-dim embeddings.
+        aux_loss: also return the outputs of the earlier decoder layers.
+    """
+
+    def __init__(
+        self,
+        *,
+        backbone: nn.Module,
+        input_proj: InputProjection,
+        encoder: DeformableEncoder,
+        temporal: TemporalAggregator,
+        class_head: nn.Module,
+        mask_head: nn.Module,
+        embed_head: nn.Module,
+        decoder: DeformableDecoder,
+        pixel_decoder: PixelDecoder,
+        gm_head: GraphMatchingHead,
+        aux_loss: bool = True,
+    ) -> None:
         super().__init__()
-        m = cfg.model
-        D, L = m.hidden_dim, m.num_feature_levels
-        self.num_queries, self.num_classes = m.num_queries, m.num_classes
-        self.aux_loss = m.aux_loss
-        self.backbone = build_backbone(cfg)
-        self.input_proj = InputProjection(self.backbone.channels, D, L)
-        self.encoder = DeformableEncoder(cfg)
-        self.temporal = TemporalAggregator(cfg)
-        self.class_head = nn.Linear(D, m.num_classes)
-        nn.init.constant_(self.class_head.bias, -math.log((1 - 0.01) / 0.01))  # prior p = 0.01
-        self.bbox_head = MLP(D, D, 4, 3)
-        nn.init.zeros_(self.bbox_head.layers[-1].weight)
-        nn.init.zeros_(self.bbox_head.layers[-1].bias)
-        self.mask_head = MLP(D, D, m.mask_dim, 3)
-        self.embed_head = MLP(D, D, m.embed_dim, 2)
-        self.decoder = DeformableDecoder(cfg, self.bbox_head)
-        enc_strides = [8, 16, 32][-min(L, 3) :] + [64] * max(0, L - 3)
-        self.pixel_decoder = PixelDecoder(
-            D, m.mask_dim, enc_strides, self.backbone.channels, m.mask_stride
-        )
-        self.gm_head = GraphMatchingHead(cfg)
+        self.aux_loss = aux_loss
+        # registration order = state-dict and parameter order (optimizer state indexes it)
+        self.backbone = backbone
+        self.input_proj = input_proj
+        self.encoder = encoder
+        self.temporal = temporal
+        self.class_head = class_head
+        self.bbox_head = decoder.bbox_head
+        self.mask_head = mask_head
+        self.embed_head = embed_head
+        self.decoder = decoder
+        self.pixel_decoder = pixel_decoder
+        self.gm_head = gm_head
 
     # ------------------------------------------------------------------ building blocks
     def _spatial(self, images: torch.Tensor, pad_mask: torch.Tensor):
@@ -92,8 +111,8 @@ class GMPVIS(nn.Module):
     def forward(self, frames: torch.Tensor, pad_mask: torch.Tensor | None = None) -> dict:
         """frames ``[B, T, 3, H, W]``, pad_mask ``[B, H, W]`` (True on padding) -> dict with
         ``pred_logits [B,T,Nq,C]``, ``pred_boxes [B,T,Nq,4]``, ``pred_masks
-        [B,T,Nq,H/s,W/s]``, ``pred_embeds [B,T,Nq,E]``, ``aux_outputs`` (earlier decoder
-        layers) and ``gm_head`` (the association module, used by the criterion's L_match)."""
+        [B,T,Nq,H/s,W/s]``, ``pred_embeds [B,T,Nq,E]`` and, with ``aux_loss``,
+        ``aux_outputs`` (the same keys for each earlier decoder layer)."""
         pad_mask = self._check_frames(frames, pad_mask, lead=2)
         B, T = frames.shape[:2]
         images = frames.flatten(0, 1)
@@ -107,7 +126,6 @@ class GMPVIS(nn.Module):
         out: dict = dict(layers[-1])
         if self.aux_loss:
             out["aux_outputs"] = layers[:-1]
-        out["gm_head"] = self.gm_head
         return out
 
     # ------------------------------------------------------------------ online mode

@@ -100,25 +100,43 @@ def box_edge_geometry(boxes: torch.Tensor) -> torch.Tensor:
 
 
 class GraphMatchingHead(nn.Module):
-    """Soft assignment between two graphs of proposals (see module docstring)."""
+    """Soft assignment between two graphs of proposals (see module docstring).
 
-    def __init__(self, cfg) -> None:
+    ``embed_dim`` E of the input embeddings, ``d_model`` d of the node features,
+    ``num_layers`` cross-graph layers, ``edge_dim`` c of the edge features; ``iters``
+    graduated-assignment steps with quadratic weight ``lam`` and Gaussian edge bandwidth
+    ``sigma``; each assignment is ``sinkhorn_iters`` Sinkhorn iterations at temperature
+    ``tau`` against the fixed ``dustbin`` score.
+    """
+
+    def __init__(
+        self,
+        *,
+        embed_dim: int,
+        d_model: int,
+        n_heads: int,
+        num_layers: int,
+        edge_dim: int,
+        iters: int,
+        lam: float,
+        sigma: float,
+        sinkhorn_iters: int,
+        tau: float,
+        dustbin: float = 0.0,
+    ) -> None:
         super().__init__()
-        m = cfg.model
-        E, d, c = m.embed_dim, m.hidden_dim, m.gm_edge_dim
+        E, d, c = embed_dim, d_model, edge_dim
         self.node_in = nn.Linear(E, d)
-        self.cross = nn.ModuleList(
-            CrossGraphLayer(d, m.nheads, 2 * d) for _ in range(m.gm_cross_layers)
-        )
+        self.cross = nn.ModuleList(CrossGraphLayer(d, n_heads, 2 * d) for _ in range(num_layers))
         self.node_out = nn.Linear(d, d)
         self.edge_geo = nn.Linear(6, c)
         self.edge_app = nn.Linear(E, c, bias=False)
         self.log_scale = nn.Parameter(torch.zeros(()))
         # a real pair must reach cosine 0.5 to beat the dustbin at init (learned afterwards)
         self.bias = nn.Parameter(torch.tensor(-0.5))
-        self.iters, self.lam, self.sigma = m.gm_iters, m.gm_lambda, m.gm_sigma
-        self.sinkhorn_iters, self.tau = m.sinkhorn_iters, m.sinkhorn_tau
-        self.dustbin = m.gm_dustbin
+        self.iters, self.lam, self.sigma = iters, lam, sigma
+        self.sinkhorn_iters, self.tau = sinkhorn_iters, tau
+        self.dustbin = dustbin
 
     def edges(self, embeds: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
         """``[B, n, E]``, ``[B, n, 4]`` -> edge features ``[B, n, n, c]``."""

@@ -50,14 +50,24 @@ def mask_costs(pred: torch.Tensor, tgt: torch.Tensor, alpha: float, gamma: float
 class HungarianMatcher(nn.Module):
     """For every (video b, frame t): match the ``Nq`` proposals to the instances visible in
     frame t with cost ``w_cls*C_cls + w_L1*C_L1 + w_giou*(-GIoU) + w_mask*C_focal +
-    w_dice*C_dice``."""
+    w_dice*C_dice`` (``C_cls``: focal cost with ``focal_alpha`` / ``focal_gamma``; the mask
+    costs are skipped when both their weights are 0)."""
 
-    def __init__(self, cfg) -> None:
+    def __init__(
+        self,
+        *,
+        cost_class: float,
+        cost_bbox: float,
+        cost_giou: float,
+        cost_mask: float,
+        cost_dice: float,
+        focal_alpha: float = 0.25,
+        focal_gamma: float = 2.0,
+    ) -> None:
         super().__init__()
-        lc = cfg.loss
-        self.w_cls, self.w_bbox, self.w_giou = lc.cost_class, lc.cost_bbox, lc.cost_giou
-        self.w_mask, self.w_dice = lc.cost_mask, lc.cost_dice
-        self.alpha, self.gamma = lc.focal_alpha, lc.focal_gamma
+        self.w_cls, self.w_bbox, self.w_giou = cost_class, cost_bbox, cost_giou
+        self.w_mask, self.w_dice = cost_mask, cost_dice
+        self.alpha, self.gamma = focal_alpha, focal_gamma
 
     @torch.no_grad()
     def forward(

@@ -58,28 +58,40 @@ class TemporalMixLayer(nn.Module):
 
 
 class TemporalAggregator(nn.Module):
-    """Read-in -> causal temporal mixing -> read-back (see module docstring)."""
+    """Read-in -> causal temporal mixing -> read-back (see module docstring).
 
-    def __init__(self, cfg) -> None:
+    ``num_tokens`` memory tokens ``M`` per frame (0 disables the aggregation: identity),
+    ``num_layers`` mixing layers over a window of ``window`` frames ``K``.
+    """
+
+    def __init__(
+        self,
+        *,
+        d_model: int,
+        n_heads: int,
+        d_ff: int,
+        dropout: float,
+        num_tokens: int,
+        num_layers: int,
+        window: int,
+    ) -> None:
         super().__init__()
-        m = cfg.model
-        D = m.hidden_dim
-        self.num_tokens, self.window = m.num_memory_tokens, m.memory_frames
-        self.enabled = m.num_memory_tokens > 0
+        D = d_model
+        self.num_tokens, self.window = num_tokens, window
+        self.enabled = num_tokens > 0
         if not self.enabled:
             return
-        self.tokens = nn.Embedding(m.num_memory_tokens, D)
-        self.read_in = nn.MultiheadAttention(D, m.nheads, dropout=m.dropout, batch_first=True)
+        self.tokens = nn.Embedding(num_tokens, D)
+        self.read_in = nn.MultiheadAttention(D, n_heads, dropout=dropout, batch_first=True)
         self.norm_in = nn.LayerNorm(D)
         self.mix = nn.ModuleList(
-            TemporalMixLayer(D, m.nheads, m.dim_feedforward, m.dropout, m.memory_frames)
-            for _ in range(m.temporal_layers)
+            TemporalMixLayer(D, n_heads, d_ff, dropout, window) for _ in range(num_layers)
         )
-        self.read_back = nn.MultiheadAttention(D, m.nheads, dropout=m.dropout, batch_first=True)
+        self.read_back = nn.MultiheadAttention(D, n_heads, dropout=dropout, batch_first=True)
         self.norm_back = nn.LayerNorm(D)
-        self.ffn = ffn(D, m.dim_feedforward, m.dropout)
+        self.ffn = ffn(D, d_ff, dropout)
         self.norm_ffn = nn.LayerNorm(D)
-        self.dropout = nn.Dropout(m.dropout)
+        self.dropout = nn.Dropout(dropout)
 
     def _read(self, src: torch.Tensor, pos: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """src/pos ``[N, S, D]``, mask ``[N, S]`` -> frame tokens ``[N, M, D]``."""

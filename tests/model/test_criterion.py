@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 from gmpvis.config import set_field
-from gmpvis.model import build_criterion, build_model
-from gmpvis.model.matcher import HungarianMatcher, resize_target_masks
+from gmpvis.model import build_criterion, build_matcher, build_model
+from gmpvis.model.matcher import resize_target_masks
 
 QUERY_OF = (7, 2)  # query that predicts instance 0 / instance 1 in the "perfect" outputs
 
@@ -55,7 +55,7 @@ def perfect_outputs(targets, cfg, stride, hw, noise=0.0):
 def test_matcher_finds_the_perfect_queries(tiny_cfg, batch_factory):
     frames, pad, targets = batch_factory(B=2, T=3, H=72, W=88)
     out = perfect_outputs(targets, tiny_cfg, 8, (9, 11))
-    indices = HungarianMatcher(tiny_cfg)(
+    indices = build_matcher(tiny_cfg)(
         out, targets, [resize_target_masks(t["masks"], (9, 11), 8) for t in targets]
     )
     for b in range(2):
@@ -69,7 +69,7 @@ def test_matcher_finds_the_perfect_queries(tiny_cfg, batch_factory):
 def test_perfect_predictions_have_small_losses_and_total_is_weighted_sum(tiny_cfg, batch_factory):
     set_field(tiny_cfg, "loss.match_weight", 0.0)
     _, _, targets = batch_factory(B=2, T=3, H=72, W=88)
-    crit = build_criterion(tiny_cfg)
+    crit = build_criterion(tiny_cfg, None)  # no L_match: no head needed
     perfect = perfect_outputs(targets, tiny_cfg, 8, (9, 11))
     losses = crit(perfect, targets)
     assert losses["loss_bbox"] < 1e-5 and losses["loss_giou"] < 1e-4
@@ -113,8 +113,7 @@ def test_match_loss_uses_identities_and_dustbin(tiny_cfg, batch_factory):
     set_field(tiny_cfg, "loss.match_dustbin_weight", 0.5)
     _, _, targets = batch_factory(B=2, T=3, H=72, W=88)
     out = perfect_outputs(targets, tiny_cfg, 8, (9, 11))
-    out["gm_head"] = OneHotHead()
-    losses = build_criterion(tiny_cfg)(out, targets)
+    losses = build_criterion(tiny_cfg, OneHotHead())(out, targets)
     # instance 1 leaves in the last frame: matched pairs get 0.9, its node in frame 1 of the
     # (1, 2) pair goes to the dustbin column (0.7); no other dustbin entry
     expected = -math.log(0.9) - 0.5 * math.log(0.7)
@@ -122,17 +121,42 @@ def test_match_loss_uses_identities_and_dustbin(tiny_cfg, batch_factory):
     assert losses["loss"] > tiny_cfg.loss.match_weight * losses["loss_match"]
 
 
-def test_match_loss_requires_gm_head(tiny_cfg, batch_factory):
-    _, _, targets = batch_factory(B=1, T=2)
-    out = perfect_outputs(targets, tiny_cfg, 8, (9, 11))
-    with pytest.raises(ValueError, match="gm_head"):
-        build_criterion(tiny_cfg)(out, targets)
+def test_match_loss_requires_gm_head(tiny_cfg):
+    with pytest.raises(ValueError, match=r"gm_head.*loss\.match_weight=0"):
+        build_criterion(tiny_cfg, None)
+    set_field(tiny_cfg, "loss.match_weight", 0.0)
+    assert build_criterion(tiny_cfg, None).gm_head is None
+
+
+def test_criterion_shares_the_model_head(tiny_cfg, batch_factory):
+    """The head handed to the criterion is the model's: one set of parameters (as DDP sees
+    a module wrapping both), trained by L_match, saved only with the model."""
+    frames, pad, targets = batch_factory(B=1, T=2, H=48, W=56)
+    model = build_model(tiny_cfg)
+    crit = build_criterion(tiny_cfg, model.gm_head)
+    assert crit.gm_head is model.gm_head
+    both = nn.ModuleDict({"model": model, "criterion": crit})
+    assert [id(p) for p in both.parameters()] == [id(p) for p in model.parameters()]
+    before = model.gm_head.node_out.weight.detach().clone()
+    opt = torch.optim.SGD(model.parameters(), lr=1.0)
+    crit(model(frames, pad), targets)["loss_match"].backward()
+    opt.step()
+    assert not torch.equal(crit.gm_head.node_out.weight, before)
+    with pytest.raises(ValueError, match="weights must name"):
+        type(crit)(
+            crit.matcher,
+            None,
+            weights={"loss_ce": 1.0},
+            mask_stride=8,
+            gm_distractors=0,
+            match_dustbin_weight=1.0,
+        )
 
 
 def test_match_loss_trains_the_embedding_head(tiny_cfg, batch_factory):
     frames, pad, targets = batch_factory(B=2, T=3, H=72, W=88)
     model = build_model(tiny_cfg)
-    losses = build_criterion(tiny_cfg)(model(frames, pad), targets)
+    losses = build_criterion(tiny_cfg, model.gm_head)(model(frames, pad), targets)
     assert losses["loss_match"] > 0.05 and torch.isfinite(losses["loss_match"])
     losses["loss_match"].backward()
     assert model.embed_head.layers[0].weight.grad.abs().sum() > 0
@@ -153,7 +177,7 @@ def test_clip_without_instances(tiny_cfg, batch_factory):
         valid=t["valid"][:, :0],
     )
     model = build_model(tiny_cfg)
-    losses = build_criterion(tiny_cfg)(model(frames, pad), targets)
+    losses = build_criterion(tiny_cfg, model.gm_head)(model(frames, pad), targets)
     assert all(torch.isfinite(v) for v in losses.values())
     losses["loss"].backward()
 
@@ -162,4 +186,4 @@ def test_target_count_mismatch(tiny_cfg, batch_factory):
     _, _, targets = batch_factory(B=2, T=2)
     out = perfect_outputs(targets, tiny_cfg, 8, (9, 11))
     with pytest.raises(ValueError, match="targets"):
-        build_criterion(tiny_cfg)(out, targets[:1])
+        build_criterion(tiny_cfg, OneHotHead())(out, targets[:1])

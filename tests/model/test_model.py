@@ -28,7 +28,7 @@ def test_forward_contract_shapes_odd_size(tiny_cfg, mask_stride, levels):
     assert ((out["pred_boxes"] > 0) & (out["pred_boxes"] < 1)).all()
     assert len(out["aux_outputs"]) == m.dec_layers - 1
     assert all(out["aux_outputs"][0][k].shape == out[k].shape for k in KEYS)
-    assert out["gm_head"] is model.gm_head
+    assert set(out) == set(KEYS) | {"aux_outputs"}  # tensors only: no module in the outputs
     sum(out[k].float().mean() for k in KEYS).backward()
     assert model.embed_head.layers[-1].weight.grad.abs().sum() > 0
     assert model.backbone.stem[0].weight.grad.abs().sum() > 0
@@ -97,7 +97,7 @@ def test_resnet_presets_build(preset):
     model = build_model(cfg)
     n = sum(p.numel() for p in model.backbone.parameters())
     assert n > (40e6 if preset == "r101" else 20e6)
-    assert build_criterion(cfg).weights["loss_match"] == cfg.loss.match_weight
+    assert build_criterion(cfg, model.gm_head).weights["loss_match"] == cfg.loss.match_weight
 
 
 def test_r50_forward_small_input():
@@ -126,7 +126,7 @@ def test_bf16_autocast_forward_and_loss(tiny_cfg, batch_factory):
     model = build_model(tiny_cfg)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = model(frames, pad)
-        losses = build_criterion(tiny_cfg)(out, targets)
+        losses = build_criterion(tiny_cfg, model.gm_head)(out, targets)
     assert all(torch.isfinite(v) for v in losses.values())
     losses["loss"].backward()
     assert torch.isfinite(model.embed_head.layers[0].weight.grad).all()

@@ -5,11 +5,12 @@ import torch
 import torch.nn.functional as F
 
 from gmpvis.config import get_config
-from gmpvis.model.backbone import ResNetBackbone, TinyCNN, build_backbone
+from gmpvis.model import build_backbone, build_gm_head
+from gmpvis.model.backbone import ResNetBackbone, TinyCNN
 from gmpvis.model.decoder import DeformableDecoder
 from gmpvis.model.deformable_attention import MSDeformAttn
 from gmpvis.model.encoder import DeformableEncoder, InputProjection, encoder_reference_points
-from gmpvis.model.graph_matching import GraphMatchingHead, box_edge_geometry
+from gmpvis.model.graph_matching import box_edge_geometry
 from gmpvis.model.position_encoding import PositionEmbeddingSine
 from gmpvis.model.seg_head import ModulatedDeformConv, PixelDecoder
 from gmpvis.model.temporal import TemporalAggregator
@@ -135,20 +136,20 @@ def test_input_projection_and_encoder(tiny_cfg, levels):
     torch.testing.assert_close(ref[0, 0, 0], torch.tensor([0.5 / 7, 0.5 / 5]))
     # padded frame: the last valid column of level 0 maps to x = 1 - 0.5 / 5 of the valid part
     torch.testing.assert_close(ref[1, 4, 0, 0], torch.tensor(4.5 / 5 * 5 / 7))
-    enc = DeformableEncoder(tiny_cfg)
+    enc = DeformableEncoder(
+        num_layers=1, d_model=32, n_heads=4, n_levels=levels, n_points=2, d_ff=64, dropout=0.0
+    )
     out = enc(lv)
     assert out.shape == (3, S, 32) and torch.isfinite(out).all()
     out.sum().backward()
     _grads_ok(enc)
 
 
-def test_temporal_clip_equals_online(tiny_cfg):
+def test_temporal_clip_equals_online():
     """Causal windowed mixing: clip mode == frame by frame with the rolling state."""
-    from gmpvis.config import set_field
-
-    set_field(tiny_cfg, "model.temporal_layers", 2)
-    set_field(tiny_cfg, "model.memory_frames", 2)
-    agg = TemporalAggregator(tiny_cfg).eval()
+    agg = TemporalAggregator(
+        d_model=32, n_heads=4, d_ff=64, dropout=0.0, num_tokens=4, num_layers=2, window=2
+    ).eval()
     B, T, S, D = 2, 4, 13, 32
     src, pos = torch.randn(B * T, S, D), torch.randn(B * T, S, D)
     mask = torch.zeros(B * T, S, dtype=torch.bool)
@@ -172,13 +173,23 @@ def test_temporal_clip_equals_online(tiny_cfg):
 
 
 def test_decoder_shapes_and_refinement(tiny_cfg):
-    from gmpvis.model.decoder import MLP
+    from gmpvis.model.heads import MLP
 
     _, _, lv = _levels(tiny_cfg)
     head = MLP(32, 32, 4, 3)
-    dec = DeformableDecoder(tiny_cfg, head)
+    dec = DeformableDecoder(
+        head,
+        num_queries=10,
+        num_layers=2,
+        d_model=32,
+        n_heads=4,
+        n_levels=3,
+        n_points=2,
+        d_ff=64,
+        dropout=0.0,
+    )
     hs, boxes = dec(lv.src, lv)
-    assert len(hs) == len(boxes) == tiny_cfg.model.dec_layers
+    assert len(hs) == len(boxes) == 2
     assert hs[-1].shape == (3, 10, 32) and boxes[-1].shape == (3, 10, 4)
     assert (boxes[-1] > 0).all() and (boxes[-1] < 1).all()
     (hs[-1].sum() + boxes[-1].sum() + boxes[0].sum()).backward()
@@ -224,7 +235,7 @@ def test_graph_matching_head_shapes_masks_and_equivariance(tiny_cfg):
     from gmpvis.config import set_field
 
     set_field(tiny_cfg, "model.sinkhorn_iters", 40)  # converged marginals
-    head = GraphMatchingHead(tiny_cfg).eval()
+    head = build_gm_head(tiny_cfg).eval()
     B, n1, n2, E = 2, 5, 4, tiny_cfg.model.embed_dim
     e1, e2 = torch.randn(B, n1, E, requires_grad=True), torch.randn(B, n2, E)
     b1, b2 = torch.rand(B, n1, 4) * 0.5 + 0.1, torch.rand(B, n2, 4) * 0.5 + 0.1
@@ -251,7 +262,7 @@ def test_graph_matching_head_shapes_masks_and_equivariance(tiny_cfg):
 
 def test_graph_matching_prefers_identical_graph(tiny_cfg):
     """Matching a graph to a shuffled copy of itself puts the mass on the true permutation."""
-    head = GraphMatchingHead(tiny_cfg).eval()
+    head = build_gm_head(tiny_cfg).eval()
     with torch.no_grad():
         head.log_scale.fill_(1.0)
     n, E = 6, tiny_cfg.model.embed_dim
@@ -275,7 +286,7 @@ def test_quadratic_term_resolves_identical_appearance(lam):
             "model.gm_sigma=0.5",
         ],
     )
-    head = GraphMatchingHead(cfg).eval()
+    head = build_gm_head(cfg).eval()
     with torch.no_grad():
         head.edge_geo.weight.mul_(3.0)  # spread the geometric edge features
     n, E = 6, cfg.model.embed_dim
@@ -290,7 +301,7 @@ def test_quadratic_term_resolves_identical_appearance(lam):
 
 
 def test_graph_matching_under_autocast_runs_in_float32(tiny_cfg):
-    head = GraphMatchingHead(tiny_cfg).eval()
+    head = build_gm_head(tiny_cfg).eval()
     E = tiny_cfg.model.embed_dim
     e1, e2 = torch.randn(2, 3, E).bfloat16(), torch.randn(2, 5, E).bfloat16()
     b1, b2 = torch.rand(2, 3, 4) * 0.5 + 0.1, torch.rand(2, 5, 4) * 0.5 + 0.1

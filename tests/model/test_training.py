@@ -11,7 +11,7 @@ def test_overfits_one_batch(tiny_cfg, batch_factory):
     set_field(tiny_cfg, "model.num_classes", 3)
     frames, pad, targets = batch_factory(B=2, T=3, H=64, W=72, num_classes=3)
     model = build_model(tiny_cfg)
-    criterion = build_criterion(tiny_cfg)
+    criterion = build_criterion(tiny_cfg, model.gm_head)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
     history = []
     for _ in range(30):
@@ -52,7 +52,7 @@ def test_torch_compile_cpu(tiny_cfg, batch_factory):
     out = compiled(frames, pad)
     for k in ("pred_logits", "pred_boxes", "pred_masks", "pred_embeds"):
         torch.testing.assert_close(out[k], eager[k], rtol=1e-3, atol=1e-3)
-    losses = build_criterion(tiny_cfg)(out, targets)
+    losses = build_criterion(tiny_cfg, model.gm_head)(out, targets)
     losses["loss"].backward()
     assert model.embed_head.layers[0].weight.grad.abs().sum() > 0
     assert model.backbone.stem[0].weight.grad.abs().sum() > 0
