@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test lint format bench bench-e2e clean
+.PHONY: venv demo test lint format bench e2e clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,8 +31,8 @@ format: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m benchmarks.kernels
 
-bench-e2e: $(STAMP)
-	$(PY) -m benchmarks.e2e
+e2e: $(STAMP)
+	$(PY) -m experiments.e2e
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache

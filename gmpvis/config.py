@@ -22,8 +22,13 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
+from gmpvis.runtime import AMP_DTYPES
+
 BACKBONES = ("tiny_cnn", "resnet50", "resnet101")
-AMP_MODES = ("off", "bf16", "fp16")
+AMP_MODES = tuple(AMP_DTYPES)
+INFER_MODES = ("online", "offline")
+KERNEL_BACKENDS = ("", "auto", "triton", "torch")
+OVERLAY_FORMATS = ("png", "gif", "mp4")
 
 
 @dataclass
@@ -110,7 +115,7 @@ class DataConfig:
 
 @dataclass
 class TrainConfig:
-    """Optimisation and bookkeeping (``train.py``, ``gmpvis.engine``)."""
+    """Optimisation and bookkeeping (``train.py``, ``gmpvis.train``)."""
 
     output_dir: str = "outputs/run"
     batch_size: int = 2
@@ -122,7 +127,7 @@ class TrainConfig:
     lr_drop_steps: list[int] = field(default_factory=lambda: [80000])
     clip_max_norm: float = 0.1
     amp: str = "off"  # one of AMP_MODES
-    compile: bool = False
+    compile: bool = False  # torch.compile the model
     seed: int = 42
     ckpt_every: int = 2000
     eval_every: int = 5000
@@ -132,14 +137,78 @@ class TrainConfig:
 
 
 @dataclass
+class TrackerConfig:
+    """Online tracker and offline stitcher (``gmpvis.infer.tracker``)."""
+
+    # Sigmoid-focal class probabilities of a confident query are often only 0.2-0.5; AP ranks
+    # tracks by score, so a low bar costs little precision and keeps recall.
+    det_threshold: float = 0.05  # proposals below this max class probability are ignored
+    birth_threshold: float = 0.1  # an unmatched proposal above this starts a track
+    match_threshold: float = 0.01  # least assignment probability of an accepted match
+    birth_max_overlap: float = 0.5  # box IoU with a matched proposal above which none is born
+    nms_iou: float = 0.6  # box IoU above which the weaker of two proposals is dropped
+    max_missing: int = 5  # frames a track survives unmatched (occlusion) before it ends
+    embed_history: int = 5  # a track's node embedding: mean of its last this many embeddings
+    max_proposals: int = 20  # per frame, after thresholding (largest scores first)
+    # live tracks in one association graph; the Triton sinkhorn holds at most 127 nodes a side
+    # with the dustbin, so beyond this the longest-missing tracks end early
+    max_live_tracks: int = 100
+    # results per track, one per top category (scored by its mean probability): an uncertain
+    # class costs a low-scored extra result instead of a missed instance
+    categories_per_track: int = 3
+
+
+@dataclass
+class InferConfig:
+    """How inference runs (``infer.py``, ``gmpvis.infer``); not stored with a model."""
+
+    mode: str = "online"  # one of INFER_MODES: frame by frame, or overlapping clips stitched
+    offline_clip_len: int = 8  # offline mode: frames per clip
+    offline_overlap: int = 2  # offline mode: frames shared by consecutive clips
+    amp: str = "off"  # one of AMP_MODES
+    compile: bool = False  # torch.compile the per-frame step
+    cuda_graphs: bool = False  # CUDA graphs for the per-frame step (CUDA only)
+    channels_last: bool = False
+    warmup_frames: int = -1  # frames left out of latency stats; -1: 1, or K + 2 when compiled
+    output_dir: str = "outputs/infer"
+    overlay: list[str] = field(default_factory=list)  # any of OVERLAY_FORMATS
+    overlay_threshold: float = 0.3  # least track score drawn
+    overlay_fps: float = 6.0
+
+
+@dataclass
+class RuntimeConfig:
+    """The machine: device and kernel backend, for training and inference alike."""
+
+    device: str = "auto"  # auto | cpu | cuda[:i]
+    kernels: str = ""  # one of KERNEL_BACKENDS; "" keeps GMPVIS_KERNELS (default auto)
+
+
+@dataclass
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    tracker: TrackerConfig = field(default_factory=TrackerConfig)
+    infer: InferConfig = field(default_factory=InferConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
 
 
-SECTIONS = {"model": ModelConfig, "loss": LossConfig, "data": DataConfig, "train": TrainConfig}
+SECTIONS = {
+    "model": ModelConfig,
+    "loss": LossConfig,
+    "data": DataConfig,
+    "train": TrainConfig,
+    "tracker": TrackerConfig,
+    "infer": InferConfig,
+    "runtime": RuntimeConfig,
+}
+# Sections that describe the machine and the run, not the model: a checkpoint's values are
+# not carried into inference (a model trained on a GPU must still run on a CPU).
+MACHINE_SECTIONS = ("infer", "runtime")
+# Fields renamed since older checkpoints were written: old key -> new key.
+RENAMED_FIELDS = {"tracker.memory": "tracker.embed_history"}
 
 # Preset = dict of "section.field" -> value applied over the dataclass defaults.
 PRESETS: dict[str, dict[str, Any]] = {
@@ -177,8 +246,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "data.num_workers": 0,
         "train.output_dir": "outputs/tiny",
         "train.batch_size": 2,
-        # measured: holdout AP 0.65 after 3000 steps, 20 min on one CPU thread
-        # (benchmarks/results/learning_tiny.json)
+        # the recipe measured by experiments/train_tiny.py
         "train.lr": 4e-4,
         "train.lr_backbone": 4e-4,
         "train.max_steps": 3000,
@@ -299,16 +367,20 @@ def apply_overrides(cfg: Config, overrides: list[str] | None) -> Config:
     return cfg
 
 
+def _unit(x: float) -> bool:
+    return 0.0 <= x <= 1.0
+
+
 def validate(cfg: Config) -> Config:
     """Check enumerations and ranges; ValueError naming the field at fault."""
-    m, t, d = cfg.model, cfg.train, cfg.data
+    m, t, d, k, i, r = cfg.model, cfg.train, cfg.data, cfg.tracker, cfg.infer, cfg.runtime
     checks = [
         (m.backbone in BACKBONES, "model.backbone", f"one of {BACKBONES}", m.backbone),
-        (t.amp in AMP_MODES, "train.amp", f"one of {AMP_MODES}", t.amp),
         (m.mask_stride in (4, 8), "model.mask_stride", "4 or 8", m.mask_stride),
         (1 <= m.num_feature_levels <= 4, "model.num_feature_levels", "1..4", m.num_feature_levels),
+        (m.nheads >= 1, "model.nheads", ">= 1", m.nheads),
         (
-            m.hidden_dim % m.nheads == 0,
+            m.nheads >= 1 and m.hidden_dim % m.nheads == 0,
             "model.hidden_dim",
             "divisible by model.nheads",
             m.hidden_dim,
@@ -325,7 +397,56 @@ def validate(cfg: Config) -> Config:
         (d.clip_len >= 1, "data.clip_len", ">= 1", d.clip_len),
         (len(d.scales) > 0, "data.scales", "non-empty", d.scales),
         (0.0 <= d.holdout_fraction < 1.0, "data.holdout_fraction", "in [0, 1)", d.holdout_fraction),
+        (d.num_workers >= 0, "data.num_workers", ">= 0", d.num_workers),
+        (t.amp in AMP_MODES, "train.amp", f"one of {AMP_MODES}", t.amp),
         (t.batch_size >= 1, "train.batch_size", ">= 1", t.batch_size),
+        (t.lr >= 0, "train.lr", ">= 0", t.lr),
+        (t.lr_backbone >= 0, "train.lr_backbone", ">= 0", t.lr_backbone),
+        (t.weight_decay >= 0, "train.weight_decay", ">= 0", t.weight_decay),
+        (t.max_steps >= 1, "train.max_steps", ">= 1", t.max_steps),
+        (t.warmup_steps >= 0, "train.warmup_steps", ">= 0", t.warmup_steps),
+        (t.log_every >= 1, "train.log_every", ">= 1", t.log_every),
+        (t.ckpt_every >= 1, "train.ckpt_every", ">= 1", t.ckpt_every),
+        (t.eval_every >= 1, "train.eval_every", ">= 1", t.eval_every),
+        (_unit(k.det_threshold), "tracker.det_threshold", "in [0, 1]", k.det_threshold),
+        (_unit(k.birth_threshold), "tracker.birth_threshold", "in [0, 1]", k.birth_threshold),
+        (_unit(k.match_threshold), "tracker.match_threshold", "in [0, 1]", k.match_threshold),
+        (
+            _unit(k.birth_max_overlap),
+            "tracker.birth_max_overlap",
+            "in [0, 1]",
+            k.birth_max_overlap,
+        ),
+        (_unit(k.nms_iou), "tracker.nms_iou", "in [0, 1]", k.nms_iou),
+        (k.max_missing >= 0, "tracker.max_missing", ">= 0", k.max_missing),
+        (k.embed_history >= 1, "tracker.embed_history", ">= 1", k.embed_history),
+        (k.max_proposals >= 1, "tracker.max_proposals", ">= 1", k.max_proposals),
+        (1 <= k.max_live_tracks <= 126, "tracker.max_live_tracks", "1..126", k.max_live_tracks),
+        (
+            k.categories_per_track >= 1,
+            "tracker.categories_per_track",
+            ">= 1",
+            k.categories_per_track,
+        ),
+        (i.mode in INFER_MODES, "infer.mode", f"one of {INFER_MODES}", i.mode),
+        (i.offline_clip_len >= 1, "infer.offline_clip_len", ">= 1", i.offline_clip_len),
+        (
+            0 <= i.offline_overlap < i.offline_clip_len,
+            "infer.offline_overlap",
+            "in [0, infer.offline_clip_len)",
+            i.offline_overlap,
+        ),
+        (i.amp in AMP_MODES, "infer.amp", f"one of {AMP_MODES}", i.amp),
+        (i.warmup_frames >= -1, "infer.warmup_frames", ">= -1 (-1: automatic)", i.warmup_frames),
+        (
+            all(f in OVERLAY_FORMATS for f in i.overlay),
+            "infer.overlay",
+            f"formats among {OVERLAY_FORMATS}",
+            i.overlay,
+        ),
+        (_unit(i.overlay_threshold), "infer.overlay_threshold", "in [0, 1]", i.overlay_threshold),
+        (i.overlay_fps > 0, "infer.overlay_fps", "> 0", i.overlay_fps),
+        (r.kernels in KERNEL_BACKENDS, "runtime.kernels", "auto, triton or torch", r.kernels),
     ]
     for ok, name, expected, got in checks:
         if not ok:
@@ -358,5 +479,14 @@ def config_from_dict(data: dict[str, dict[str, Any]]) -> Config:
         if not isinstance(values, dict):
             raise ValueError(f"config dict: section {section!r} must be a dict")
         for name, value in values.items():
-            set_field(cfg, f"{section}.{name}", value)
+            key = f"{section}.{name}"
+            set_field(cfg, RENAMED_FIELDS.get(key, key), value)
     return validate(cfg)
+
+
+def with_machine_defaults(cfg: Config) -> Config:
+    """``cfg`` with the machine sections (``infer``, ``runtime``) reset to their defaults:
+    what a stored model's config becomes before a new run's overrides apply."""
+    for name in MACHINE_SECTIONS:
+        setattr(cfg, name, SECTIONS[name]())
+    return cfg

@@ -126,3 +126,49 @@ def test_every_field_is_overridable_from_its_string_form():
     )
     assert (cfg.model.gm_lambda, cfg.data.synthetic_difficulty) == (0.75, "hard")
     assert cfg.model.frozen_bn is False and cfg.data.max_gap == 5
+
+
+def test_tracker_and_inference_knobs_are_config_fields():
+    cfg = get_config("tiny", ["tracker.max_missing=8", "infer.mode=offline", "runtime.device=cpu"])
+    assert cfg.tracker.max_missing == 8 and cfg.infer.mode == "offline"
+    assert cfg.runtime.device == "cpu"
+    for bad, field in [
+        ("tracker.det_threshold=2", "tracker.det_threshold"),
+        ("tracker.max_missing=-3", "tracker.max_missing"),
+        ("infer.mode=batch", "infer.mode"),
+        ("infer.offline_overlap=8", "infer.offline_overlap"),
+        ("infer.overlay=avi", "infer.overlay"),
+        ("runtime.kernels=cuda", "runtime.kernels"),
+        ("train.log_every=0", "train.log_every"),
+        ("train.lr=-1", "train.lr"),
+        ("model.nheads=0", "model.nheads"),
+        ("data.num_workers=-1", "data.num_workers"),
+    ]:
+        with pytest.raises(ValueError, match=field.replace(".", r"\.")):
+            get_config("tiny", [bad])
+
+
+def test_stored_config_loads_old_field_names_and_resets_machine_sections():
+    from gmpvis.config import config_from_dict, config_to_dict, with_machine_defaults
+
+    stored = config_to_dict(get_config("tiny", ["runtime.device=cuda", "tracker.nms_iou=0.7"]))
+    stored["tracker"]["memory"] = stored["tracker"].pop("embed_history") + 2  # older name
+    cfg = with_machine_defaults(config_from_dict(stored))
+    assert cfg.tracker.embed_history == 7 and cfg.tracker.nms_iou == 0.7
+    assert cfg.runtime.device == "auto"  # a GPU-trained model still runs on a CPU
+
+
+def test_both_scripts_take_the_same_override_syntax():
+    import infer
+    import train
+
+    args = infer.parse_args(
+        ["--frames", "x", "--checkpoint", "c.pth", "--max-missing", "4", "tracker.max_missing=9"]
+    )
+    overrides = infer.flag_overrides(args)
+    assert overrides[-1] == "tracker.max_missing=9"  # positional overrides win
+    assert get_config("tiny", overrides).tracker.max_missing == 9
+    cfg = train.build_config(train.parse_args(["--max-steps", "5", "train.max_steps=7"]))
+    assert cfg.train.max_steps == 7
+    cfg = train.build_config(train.parse_args(["tracker.max_missing=3", "--device", "cpu"]))
+    assert cfg.tracker.max_missing == 3 and cfg.runtime.device == "cpu"

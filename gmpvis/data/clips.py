@@ -217,13 +217,15 @@ def build_dataset(
     train: bool | None = None,
     cache_dir=None,
     annotations: YTVISAnnotations | None = None,
+    video_ids: list[int] | None = None,
 ) -> YTVISDataset:
     """Dataset from a ``Config.data`` section: ``split`` is "train", "holdout" or "all".
 
     Training transforms for "train" (multi-scale, crop, flip), evaluation ones otherwise
     (short side ``max(scales)``), unless ``train`` says otherwise. ``cache_dir``: see
     :meth:`YTVISAnnotations.load`. ``annotations``: the already-parsed file (then
-    ``data_cfg.ann_file`` is not read again).
+    ``data_cfg.ann_file`` is not read again). ``video_ids``: the split's videos when the
+    caller has already split them (``split_videos``), else they are computed here.
     """
     if split not in ("train", "holdout", "all"):
         raise ValueError(f"build_dataset: split must be train, holdout or all, got {split!r}")
@@ -232,8 +234,8 @@ def build_dataset(
     if ann is None:
         ann_file = data_cfg.ann_file or os.path.join(data_cfg.root, "annotations.json")
         ann = YTVISAnnotations.load(ann_file, frames_root=frames_root, cache_dir=cache_dir)
-    ids = None
-    if split != "all":
+    ids = video_ids
+    if split != "all" and ids is None:
         tr, ho = split_videos(ann.video_ids, data_cfg.holdout_fraction, seed=data_cfg.split_seed)
         ids = tr if split == "train" else ho
     train = split == "train" if train is None else train

@@ -141,6 +141,13 @@ def read_annotation_videos(
     Every frame file is checked to exist before anything runs.
     """
     index = YTVISAnnotations.load(ann_file, frames_root=frames_root, require_annotations=False)
+    return annotation_sources(index, frames_root)
+
+
+def annotation_sources(
+    index: YTVISAnnotations, frames_root: str | os.PathLike
+) -> list[VideoSource]:
+    """One frame-files source per video of an already-parsed annotation index."""
     root = os.fspath(frames_root)
     out = []
     for i in range(len(index)):

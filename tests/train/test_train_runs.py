@@ -35,6 +35,15 @@ SMALL = [
 ]
 
 
+def free_port() -> int:
+    """A TCP port free now (a fixed one collides with concurrent runs)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def _env() -> dict:
     env = dict(os.environ)
     env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT), GMPVIS_KERNELS="torch")
@@ -131,7 +140,7 @@ def test_ddp_two_cpu_processes_keep_identical_parameters(tmp_path, dataset):
         "-m",
         "torch.distributed.run",
         "--nproc_per_node=2",
-        "--master_port=29517",
+        f"--master_port={free_port()}",
         str(script),
     ]
     subprocess.run(cmd, env=_env(), check=True, timeout=600, cwd=ROOT)

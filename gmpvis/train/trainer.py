@@ -8,7 +8,6 @@ resumed from its last checkpoint continues exactly as the uninterrupted run woul
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import time
@@ -19,8 +18,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
-from gmpvis.config import Config, config_from_dict, config_to_dict
-from gmpvis.engine.checkpoint import (
+from gmpvis.checkpoint import (
     LATEST,
     capture_rng_state,
     find_resume_path,
@@ -28,12 +26,15 @@ from gmpvis.engine.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
-from gmpvis.engine.distributed import DistInfo, all_reduce_mean, barrier
-from gmpvis.engine.logger import RunLogger
-from gmpvis.engine.optim import build_optimizer, build_scheduler
-from gmpvis.engine.sampler import ResumableBatchSampler, SeededDataset
-
-AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+from gmpvis.config import Config, config_from_dict, config_to_dict
+from gmpvis.data import collate_clips
+from gmpvis.infer.predict import evaluate_videos
+from gmpvis.model import build_criterion, build_model
+from gmpvis.runtime import autocast
+from gmpvis.train.distributed import DistInfo, all_reduce_mean, barrier
+from gmpvis.train.logger import RunLogger
+from gmpvis.train.optim import build_optimizer, build_scheduler
+from gmpvis.train.sampler import ResumableBatchSampler, SeededDataset
 
 
 def to_device(obj, device: torch.device):
@@ -77,8 +78,6 @@ class Trainer:
     """Builds model, criterion, optimizer and data from ``cfg`` and runs ``cfg.train``."""
 
     def __init__(self, cfg: Config, dist_info: DistInfo, train_set, holdout=None) -> None:
-        from gmpvis.model import build_criterion, build_model
-
         self.cfg = cfg
         self.dist = dist_info
         self.device = dist_info.device
@@ -86,7 +85,7 @@ class Trainer:
         self.holdout = holdout  # (annotation dict, video ids, frames root) for evaluation
         torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
         self.model: nn.Module = build_model(cfg).to(self.device)
-        self.criterion: nn.Module = build_criterion(cfg).to(self.device)
+        self.criterion: nn.Module = build_criterion(cfg, self.model.gm_head).to(self.device)
         self.optimizer = build_optimizer(
             self.model,
             lr=cfg.train.lr,
@@ -101,7 +100,6 @@ class Trainer:
         amp = cfg.train.amp
         if amp == "fp16" and self.device.type != "cuda":
             raise ValueError("train.amp=fp16 needs a CUDA device (use bf16 or off on CPU)")
-        self.amp_dtype = AMP_DTYPES.get(amp)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=amp == "fp16")
         self.step = 0
         self.output_dir = Path(cfg.train.output_dir)
@@ -161,8 +159,6 @@ class Trainer:
 
     # ------------------------------------------------------------------ loop
     def _loader(self) -> DataLoader:
-        from gmpvis.data import collate_clips
-
         t = self.cfg.train
         sampler = ResumableBatchSampler(
             len(self.train_set),
@@ -184,9 +180,7 @@ class Trainer:
         )
 
     def _autocast(self):
-        if self.amp_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+        return autocast(self.device, self.cfg.train.amp)
 
     def train_step(self, batch: dict) -> dict[str, float]:
         """One optimisation step; returns the (local) loss terms as floats."""
@@ -257,8 +251,6 @@ class Trainer:
         """Video AP on the holdout split (rank 0; the others wait at a barrier)."""
         if not self.dist.is_main or self.holdout is None:
             return None
-        from gmpvis.engine.evaluate import evaluate_videos
-
         gt, video_ids, frames_root = self.holdout
         metrics = evaluate_videos(self.model, self.cfg, gt, video_ids, frames_root)
         return {k: v for k, v in metrics.items() if isinstance(v, int | float)}

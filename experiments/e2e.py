@@ -1,6 +1,6 @@
-"""End-to-end online inference speed and memory flatness: ``python -m benchmarks.e2e``.
+"""End-to-end online inference speed and memory flatness: ``python -m experiments.e2e``.
 
-Latency: per-frame p50 / p90 and FPS of the online loop (``gmpvis.engine.online``: frame to
+Latency: per-frame p50 / p90 and FPS of the online loop (``gmpvis.infer.predict_videos``: frame to
 device, ``model.step`` with the rolling memory, tracker with graph matching, RLE encoding),
 model time (``model.step`` only) and total time apart, the first frames (warm-up,
 compilation, graph capture) left out.
@@ -16,7 +16,7 @@ the results (RLEs, the only thing that legitimately grows) is reported next to i
 
 Weights are random (speed and memory do not depend on them); the tracker's thresholds are
 opened and ``max_proposals`` set so that every frame carries a busy scene's load.
-Results: ``benchmarks/results/e2e_<device>.json`` and a printed table.
+Results: ``experiments/results/e2e_<device>.json`` and a printed table.
 """
 
 from __future__ import annotations
@@ -34,6 +34,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from gmpvis.data.inputs import VideoSource
+
 RESULTS_DIR = Path(__file__).parent / "results"
 
 
@@ -43,105 +45,99 @@ def device_label(device: torch.device) -> str:
     return "cpu"
 
 
-def tracker_load(max_proposals: int = 10):
-    from gmpvis.engine.tracker import TrackerConfig
-
-    return TrackerConfig(det_threshold=0.0, birth_threshold=0.0, max_proposals=max_proposals)
+# the tracker opened so that every frame carries a busy scene's load
+TRACKER_LOAD = ["tracker.det_threshold=0", "tracker.birth_threshold=0", "tracker.max_proposals=10"]
 
 
-def cycled_frames(height: int, width: int, count: int, period: int = 16) -> Iterator[np.ndarray]:
+class CycledSource(VideoSource):
     """``count`` frames cycling through one synthetic (hard) video of ``period`` frames, so
-    the input itself takes constant memory."""
-    from gmpvis.data.synthetic import generate_video
+    the input itself takes constant memory; ``on_frame`` is called before each frame."""
 
-    video = generate_video(7, num_frames=period, height=height, width=width, difficulty="hard")
-    for t in range(count):
-        yield video.frames[t % period]
+    def __init__(self, height: int, width: int, count: int, period: int = 16, on_frame=None):
+        from gmpvis.data.synthetic import generate_video
+
+        super().__init__(1, "cycled", count, height, width)
+        video = generate_video(7, num_frames=period, height=height, width=width, difficulty="hard")
+        self.video_frames, self.on_frame = video.frames, on_frame
+
+    def frames(self) -> Iterator[np.ndarray]:
+        for t in range(self.length):
+            if self.on_frame is not None:
+                self.on_frame()
+            yield self.video_frames[t % len(self.video_frames)]
 
 
-def measure(preset, overrides, hw, frames, warmup, opts, backend="auto", offline=False) -> dict:
-    """Latency of the online loop (or offline clips of 8 overlapping by 2) for one
-    configuration (fresh model, fresh compile)."""
+def run_model(preset: str, overrides: list[str], source: VideoSource):
+    """A fresh random-weight model of ``preset`` + ``overrides`` over ``source`` through
+    ``predict_videos`` (what ``infer.py`` runs) -> (the video's prediction, config)."""
     from gmpvis.config import get_config
-    from gmpvis.engine.online import build_stepper, track_frames
-    from gmpvis.engine.stitch import track_frames_offline
-    from gmpvis.kernels._backend import use_backend
+    from gmpvis.infer import predict_videos, prepare_model
     from gmpvis.model import build_model
+    from gmpvis.runtime import setup_runtime
 
-    torch._dynamo.reset()
     torch.manual_seed(0)
-    cfg = get_config(preset, overrides)
-    model = build_model(cfg)
-    with use_backend(backend), torch.no_grad():
-        stepper = build_stepper(model, opts)
-        t0 = time.perf_counter()
-        run = track_frames_offline if offline else track_frames
-        _, stats, n = run(stepper, cycled_frames(*hw, frames), hw, cfg, tracker_load())
-        wall = time.perf_counter() - t0
+    cfg = get_config(preset, TRACKER_LOAD + overrides)
+    device = setup_runtime(cfg.runtime.device, cfg.runtime.kernels)
+    model = prepare_model(build_model(cfg), device, cfg.infer.channels_last)
+    ids = list(range(1, cfg.model.num_classes + 1))
+    [video] = predict_videos(model, cfg, [source], ids, device)
+    return video, cfg
+
+
+def measure(preset, overrides, hw, frames, warmup) -> dict:
+    """Latency of one configuration (fresh model, fresh compile)."""
+    torch._dynamo.reset()
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        video, cfg = run_model(preset, overrides, CycledSource(*hw, frames))
+    wall = time.perf_counter() - t0
+    i = cfg.infer
     row = {
-        "mode": "offline" if offline else "online",
+        "mode": i.mode,
         "preset": preset,
         "input": f"{hw[1]}x{hw[0]}",
-        "amp": opts.amp,
-        "compile": opts.compile,
-        "cuda_graphs": opts.cuda_graphs,
-        "channels_last": opts.channels_last,
-        "kernels": backend,
-        "frames_timed": n - warmup,
-        **{k: v for k, v in stats.summary(skip=warmup).items() if k != "frames"},
+        "amp": i.amp,
+        "compile": i.compile,
+        "cuda_graphs": i.cuda_graphs,
+        "channels_last": i.channels_last,
+        "kernels": cfg.runtime.kernels or "auto",
+        "frames_timed": video.num_frames - warmup,
+        **{k: v for k, v in video.stats.summary(skip=warmup).items() if k != "frames"},
         "wall_s": wall,
     }
-    del stepper, model
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
     return row
 
 
 def latency_rows(device: torch.device, frames: int) -> list[dict]:
-    from gmpvis.engine.online import RunOptions
-
     rows = []
+    dev = [f"runtime.device={device}"]
     if device.type == "cpu":
-        hw, over = (128, 128), []
-        for opts, offline in [
-            (RunOptions(device="cpu"), False),
-            (RunOptions(device="cpu", channels_last=True), False),
-            (RunOptions(device="cpu"), True),
-        ]:
-            rows.append(measure("tiny", over, hw, frames + 8, 8, opts, offline=offline))
+        for over in ([], ["infer.channels_last=true"], ["infer.mode=offline"]):
+            rows.append(measure("tiny", dev + over, (128, 128), frames + 8, 8))
             print_rows(rows[-1:])
         return rows
-    hw, over = (360, 640), ["data.scales=360", "data.max_size=640"]
-    dev = str(device)
-    configs = [  # (options, GMPVIS_KERNELS, offline clips)
-        (RunOptions(device=dev, amp="off"), "auto", False),
-        (RunOptions(device=dev, amp="bf16"), "auto", False),
-        (RunOptions(device=dev, amp="bf16", compile=True), "auto", False),
-        (RunOptions(device=dev, amp="bf16", compile=True, cuda_graphs=True), "auto", False),
-        (RunOptions(device=dev, amp="bf16", cuda_graphs=True), "auto", False),
-        (RunOptions(device=dev, amp="bf16", channels_last=True), "auto", False),
-        (RunOptions(device=dev, amp="bf16"), "torch", False),
-        (RunOptions(device=dev, amp="bf16"), "triton", False),
-        (RunOptions(device=dev, amp="bf16"), "auto", True),
+    hw, size = (360, 640), ["data.scales=360", "data.max_size=640"]
+    bf16 = ["infer.amp=bf16"]
+    configs = [
+        [],
+        bf16,
+        bf16 + ["infer.compile=true"],
+        bf16 + ["infer.compile=true", "infer.cuda_graphs=true"],
+        bf16 + ["infer.cuda_graphs=true"],
+        bf16 + ["infer.channels_last=true"],
+        bf16 + ["runtime.kernels=torch"],
+        bf16 + ["runtime.kernels=triton"],
+        bf16 + ["infer.mode=offline"],
     ]
-    for opts, backend, offline in configs:
+    for over in configs:
         # compile and graph capture happen in the first frames: leave more of them out
-        warmup = 10 if (opts.compile or opts.cuda_graphs) else 8
+        warmup = 10 if any("compile" in o or "graphs" in o for o in over) else 8
         try:
-            rows.append(
-                measure("r50", over, hw, frames + warmup, warmup, opts, backend, offline=offline)
-            )
+            rows.append(measure("r50", dev + size + over, hw, frames + warmup, warmup))
         except Exception as err:  # one configuration failing does not lose the others
-            rows.append(
-                {
-                    "preset": "r50",
-                    "amp": opts.amp,
-                    "compile": opts.compile,
-                    "cuda_graphs": opts.cuda_graphs,
-                    "kernels": backend,
-                    "error": f"{type(err).__name__}: {err}"[:300],
-                }
-            )
+            rows.append({"preset": "r50", "overrides": over, "error": f"{err!r}"[:300]})
         print_rows(rows[-1:])
     return rows
 
@@ -163,41 +159,27 @@ def memory_child(frames: int, device: str) -> dict:
     RSS is sampled before every frame (the process-wide ``ru_maxrss`` peaks while importing,
     which would hide the loop), CUDA memory by the allocator's peak counter.
     """
-    from gmpvis.config import get_config
-    from gmpvis.engine.online import RunOptions, build_stepper, track_frames
-    from gmpvis.model import build_model
-
-    torch.manual_seed(0)
-    cfg = get_config("tiny")
-    stepper = build_stepper(build_model(cfg), RunOptions(device=device))
     hw = (128, 128)
     samples: list[float] = []
-
-    def sampled(it):
-        for f in it:
-            samples.append(current_rss_mib())
-            yield f
-
+    over = [f"runtime.device={device}"]
     with torch.no_grad():
-        track_frames(stepper, cycled_frames(*hw, 5), hw, cfg, tracker_load())  # warm-up
-        if stepper.device.type == "cuda":
+        run_model("tiny", over, CycledSource(*hw, 5))  # warm-up
+        if torch.device(device).type == "cuda":
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
-        tracker, _, n = track_frames(
-            stepper, sampled(cycled_frames(*hw, frames)), hw, cfg, tracker_load()
-        )
+        source = CycledSource(*hw, frames, on_frame=lambda: samples.append(current_rss_mib()))
+        video, _ = run_model("tiny", over, source)
         samples.append(current_rss_mib())
-    results = tracker.results(1, n, list(range(1, cfg.model.num_classes + 1)))
     out = {
-        "frames": n,
+        "frames": video.num_frames,
         "rss_first_frame_mib": samples[0],
         "peak_rss_mib": max(samples),
         "rss_end_mib": samples[-1],
         "loop_rss_growth_mib": max(samples) - samples[0],
-        "tracks": len(results),
-        "results_json_mib": len(json.dumps(results)) / 2**20,
+        "tracks": len(video.results),
+        "results_json_mib": len(json.dumps(video.results)) / 2**20,
     }
-    if stepper.device.type == "cuda":
+    if torch.device(device).type == "cuda":
         out["peak_cuda_allocated_mib"] = torch.cuda.max_memory_allocated() / 2**20
     return out
 
@@ -205,7 +187,7 @@ def memory_child(frames: int, device: str) -> dict:
 def memory_rows(device: torch.device, lengths=(100, 1000)) -> list[dict]:
     rows = []
     for n in lengths:
-        cmd = [sys.executable, "-m", "benchmarks.e2e", "--memory-child", str(n)]
+        cmd = [sys.executable, "-m", "experiments.e2e", "--memory-child", str(n)]
         cmd += ["--device", str(device)]
         proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
         rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
@@ -221,10 +203,7 @@ COLUMNS += ["model_p50_ms", "model_p90_ms", "total_p50_ms", "total_p90_ms", "mod
 def print_rows(rows: list[dict]) -> None:
     for r in rows:
         if "error" in r:
-            print(
-                f"  {r['amp']} compile={r['compile']} graphs={r['cuda_graphs']} "
-                f"kernels={r['kernels']}: FAILED {r['error']}"
-            )
+            print(f"  {' '.join(r['overrides'])}: FAILED {r['error']}")
             continue
         cells = [f"{r[c]:.2f}" if isinstance(r[c], float) else str(r[c]) for c in COLUMNS]
         print("  " + " | ".join(f"{c}={v}" for c, v in zip(COLUMNS, cells, strict=True)))
@@ -249,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         "torch": torch.__version__,
         "python": platform.python_version(),
         "cpu_threads": torch.get_num_threads(),
-        "tracker": vars(tracker_load()),
+        "tracker": TRACKER_LOAD,
         "weights": "random (speed and memory do not depend on them)",
         "latency": latency_rows(device, args.frames),
     }

@@ -1,4 +1,4 @@
-"""Ablation on the synthetic benchmark at its hardest setting: ``python -m benchmarks.ablation``.
+"""Ablation on the synthetic benchmark at its hardest setting: ``python -m experiments.ablation``.
 
 Held-out sets: ``--videos`` hard synthetic videos (look-alike objects crossing each other,
 objects leaving and re-entering, camera pan) generated with seed ``HELDOUT_SEED`` (training
@@ -6,7 +6,7 @@ videos come from seed 0, the ``infer.py --demo`` video from 2026) under
 ``data/ablation_hard``; for context the same count of easy videos (the distribution the tiny
 preset trains on) under ``data/ablation_easy``.
 
-Rows (all with the same online tracker, :class:`gmpvis.engine.tracker.OnlineTracker`):
+Rows (all with the same online tracker, :class:`gmpvis.infer.OnlineTracker`):
 
 (a) association by the graph matching head (``model.associate``, the default) against
     association by embedding similarity alone: Hungarian on the cosine similarity of the
@@ -19,16 +19,16 @@ Rows (all with the same online tracker, :class:`gmpvis.engine.tracker.OnlineTrac
     block, changing capacity as well).
 
 When ``--hard-trained`` exists (the same recipe trained on hard videos:
-``python -m benchmarks.train_tiny --output-dir outputs/tiny_hard --train-only --extra
+``python -m experiments.train_tiny --output-dir outputs/tiny_hard --train-only --extra
 data.root=data/synthetic_hard data.synthetic_difficulty=hard``) it gets rows too.
 
 Metrics: video AP, AP50 (``gmpvis.eval.evaluate``) and identity switches
-(``gmpvis.eval.tracking_metrics.id_switches``). Results: ``benchmarks/results/ablation.json``
+(``gmpvis.eval.tracking_metrics.id_switches``). Results: ``experiments/results/ablation.json``
 and a markdown table.
 
-    python -m benchmarks.train_tiny --output-dir outputs/tiny_notemporal --train-only \\
+    python -m experiments.train_tiny --output-dir outputs/tiny_notemporal --train-only \\
         --extra model.temporal_layers=0
-    python -m benchmarks.ablation --full outputs/tiny_bench/checkpoint_latest.pth \\
+    python -m experiments.ablation --full outputs/tiny_bench/checkpoint_latest.pth \\
         --no-temporal outputs/tiny_notemporal/checkpoint_latest.pth
 """
 
@@ -44,16 +44,22 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from gmpvis.data.inputs import FrameFilesSource
-from gmpvis.engine.online import FramePreprocessor, RunOptions, build_stepper
-from gmpvis.engine.tracker import FrameProposals, OnlineTracker, TrackerConfig
-from gmpvis.engine.video_inference import load_model, mask_decoder
-from gmpvis.eval import evaluate
-from gmpvis.eval.results import read_json
+from gmpvis.config import TrackerConfig
+from gmpvis.eval import evaluate, read_json
 from gmpvis.eval.tracking_metrics import id_switches
+from gmpvis.infer import (
+    OnlineTracker,
+    annotated_sources,
+    build_preprocessor,
+    build_stepper,
+    checked_frames,
+    frame_outputs,
+    load_model,
+    track_outputs,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "benchmarks" / "results" / "ablation.json"
+RESULTS = ROOT / "experiments" / "results" / "ablation.json"
 HELDOUT_SEED = 4242
 COSINE_THRESHOLDS = (0.3, 0.5, 0.7)
 
@@ -96,39 +102,26 @@ def make_heldout(
 
 
 @torch.no_grad()
-def model_outputs(model, cfg, gt: dict, frames_root: Path) -> dict[int, list[dict]]:
-    """Online per-frame outputs of every video (computed once, shared by all trackers)."""
-    stepper = build_stepper(model, RunOptions(device="cpu"))
-    pre = FramePreprocessor(cfg, stepper.device)
-    outs: dict[int, list[dict]] = {}
-    for v in gt["videos"]:
-        paths = [os.path.join(frames_root, n) for n in v["file_names"]]
-        src = FrameFilesSource(v["id"], str(v["id"]), paths, v["height"], v["width"])
-        state, per_frame = None, []
-        for frame in src.frames():
-            x = pre(frame)
-            out, state = stepper(x, state)
-            per_frame.append(
-                {k: out[k][0] for k in ("pred_logits", "pred_boxes", "pred_embeds", "pred_masks")}
-                | {"input_hw": tuple(x.shape[-2:]), "orig_hw": (src.height, src.width)}
-            )
-        outs[int(v["id"])] = per_frame
-    return outs
+def model_outputs(model, cfg, gt: dict, frames_root: Path) -> dict:
+    """Online per-frame outputs of every video (computed once, shared by all trackers):
+    video id -> (frame outputs, original size)."""
+    cpu = torch.device("cpu")
+    stepper, pre = build_stepper(model, cfg, cpu), build_preprocessor(cfg, cpu)
+    ids = [v["id"] for v in gt["videos"]]
+    return {
+        int(src.video_id): (
+            list(frame_outputs(stepper, checked_frames(src), pre)),
+            (src.height, src.width),
+        )
+        for src in annotated_sources(gt, ids, str(frames_root))
+    }
 
 
-def track_all(outputs: dict[int, list[dict]], associate, tracker_cfg, category_ids) -> list:
+def track_all(outputs: dict, associate, tracker_cfg, category_ids) -> list:
     results = []
-    for vid, frames in outputs.items():
+    for vid, (frames, orig_hw) in outputs.items():
         tracker = OnlineTracker(associate, tracker_cfg)
-        for o in frames:
-            tracker.step(
-                FrameProposals(
-                    logits=o["pred_logits"],
-                    boxes=o["pred_boxes"],
-                    embeds=o["pred_embeds"],
-                    mask_fn=mask_decoder(o["pred_masks"], o["input_hw"], o["orig_hw"]),
-                )
-            )
+        track_outputs(tracker, frames, orig_hw)
         results.extend(tracker.results(vid, len(frames), category_ids))
     return results
 

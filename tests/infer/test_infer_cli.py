@@ -15,11 +15,11 @@ import pytest
 import torch
 
 import infer
+from gmpvis.checkpoint import CheckpointError, save_checkpoint
 from gmpvis.config import config_to_dict, get_config
 from gmpvis.data.synthetic import generate_dataset
-from gmpvis.engine.checkpoint import CheckpointError, save_checkpoint
-from gmpvis.engine.online import FrameReadError
 from gmpvis.eval import evaluate, load_results
+from gmpvis.infer import FrameReadError
 from gmpvis.model import build_model
 
 ROOT = Path(infer.__file__).resolve().parent

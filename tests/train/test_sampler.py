@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from gmpvis.engine.sampler import ResumableBatchSampler, SeededDataset
+from gmpvis.train.sampler import ResumableBatchSampler, SeededDataset
 
 
 def test_resume_sees_the_same_batches():

@@ -9,23 +9,33 @@ import numpy as np
 import pytest
 import torch
 
-from gmpvis.config import get_config
+from gmpvis.config import TrackerConfig, get_config
 from gmpvis.data.inputs import VideoSource, to_tensor
 from gmpvis.data.transforms import resize_clip
-from gmpvis.engine.online import (
+from gmpvis.infer import (
+    ClipStitcher,
     FramePreprocessor,
+    FrameProposals,
     FrameReadError,
     LatencyStats,
-    RunOptions,
-    build_stepper,
+    OnlineTracker,
+    Stepper,
+    Track,
+    VideoPrediction,
+    build_preprocessor,
     checked_frames,
-    track_frames,
+    eval_mode,
+    mask_decoder,
+    predict_videos,
+    track_offline,
+    track_online,
 )
-from gmpvis.engine.stitch import ClipStitcher, ClipTrack, clip_starts, track_frames_offline
-from gmpvis.engine.tracker import FrameProposals, OnlineTracker, TrackerConfig
-from gmpvis.engine.video_inference import mask_decoder
+from gmpvis.infer.offline import clip_starts
+from gmpvis.infer.tracker import Observation
 from gmpvis.kernels import sinkhorn
 from gmpvis.model import build_model
+
+CPU = torch.device("cpu")
 
 # Every proposal is kept and may start a track: random weights score about 0.01.
 OPEN = TrackerConfig(det_threshold=0.0, birth_threshold=0.0, match_threshold=0.0)
@@ -70,7 +80,7 @@ def test_latency_percentiles_and_fps():
 def test_preprocess_matches_eval_transform():
     cfg = get_config("tiny", ["data.scales=24", "data.max_size=40"])
     frame = random_frames(1, 37, 53, seed=3)[0]
-    got = FramePreprocessor(cfg, torch.device("cpu"))(frame)
+    got = build_preprocessor(cfg, CPU)(frame)
     ref, _ = resize_clip(
         to_tensor(frame)[None], torch.zeros(1, 0, 37, 53, dtype=torch.bool), got.shape[-2:]
     )
@@ -81,12 +91,15 @@ def test_preprocess_matches_eval_transform():
 def test_loop_equals_hand_rolled_step_and_tracker(tiny):
     model, cfg = tiny
     frames = random_frames(5)
-    tracker, stats, n = track_frames(build_stepper(model), iter(frames), (37, 53), cfg, OPEN)
+    tracker = OnlineTracker(model.associate, OPEN)
+    stats, n = track_online(
+        Stepper(model, CPU), iter(frames), (37, 53), build_preprocessor(cfg, CPU), tracker
+    )
     assert n == 5 and len(stats.model_ms) == len(stats.total_ms) == 5
     assert all(t >= m > 0 for m, t in zip(stats.model_ms, stats.total_ms, strict=True))
 
     ref = OnlineTracker(model.associate, OPEN)
-    pre = FramePreprocessor(cfg, torch.device("cpu"))
+    pre = FramePreprocessor(max(cfg.data.scales), cfg.data.max_size, CPU)
     state = None
     with torch.no_grad():
         for f in frames:
@@ -110,13 +123,12 @@ def test_loop_equals_hand_rolled_step_and_tracker(tiny):
 
 def test_channels_last_and_bf16_step_agree_with_fp32(tiny):
     model, cfg = tiny
-    x = FramePreprocessor(cfg, torch.device("cpu"))(random_frames(1, seed=5)[0])
+    x = build_preprocessor(cfg, CPU)(random_frames(1, seed=5)[0])
     with torch.no_grad():
-        ref, _ = build_stepper(model)(x, None)
-        cl, _ = build_stepper(model, RunOptions(channels_last=True))(
-            x.contiguous(memory_format=torch.channels_last), None
-        )
-        bf, _ = build_stepper(model, RunOptions(amp="bf16"))(x, None)
+        ref, _ = Stepper(model, CPU)(x, None)
+        bf, _ = Stepper(model, CPU, amp="bf16")(x, None)
+        model.to(memory_format=torch.channels_last)
+        cl, _ = Stepper(model, CPU)(x.contiguous(memory_format=torch.channels_last), None)
     model.to(memory_format=torch.contiguous_format)
     for k in ("pred_logits", "pred_boxes", "pred_embeds", "pred_masks"):
         torch.testing.assert_close(cl[k], ref[k], atol=1e-4, rtol=1e-4)  # float32
@@ -124,11 +136,18 @@ def test_channels_last_and_bf16_step_agree_with_fp32(tiny):
         torch.testing.assert_close(bf[k].float(), ref[k], atol=0.15, rtol=0.1)
 
 
-def test_run_options_validation():
+def test_stepper_options_validation(tiny):
+    model, _ = tiny
     with pytest.raises(ValueError, match="amp"):
-        RunOptions(amp="int8").validate()
+        Stepper(model, CPU, amp="int8")
     with pytest.raises(ValueError, match="cuda_graphs needs a CUDA device"):
-        RunOptions(device="cpu", cuda_graphs=True).validate()
+        Stepper(model, CPU, cuda_graphs=True)
+    model.train()
+    try:
+        with pytest.raises(ValueError, match="training mode"):
+            Stepper(model, CPU)  # the stepper never switches the caller's model
+    finally:
+        model.eval()
 
 
 def test_unreadable_and_missized_frames_name_their_index():
@@ -144,9 +163,11 @@ def test_unreadable_and_missized_frames_name_their_index():
 def test_cuda_graph_step_matches_eager(tiny):
     model, cfg = tiny
     frames = random_frames(6)
-    eager = build_stepper(model, RunOptions(device="cuda"))
-    graphed = build_stepper(model, RunOptions(device="cuda", cuda_graphs=True))
-    pre = FramePreprocessor(cfg, torch.device("cuda"))
+    cuda = torch.device("cuda", torch.cuda.current_device())
+    model.to(cuda)
+    eager = Stepper(model, cuda)
+    graphed = Stepper(model, cuda, cuda_graphs=True)
+    pre = build_preprocessor(cfg, cuda)
     s1 = s2 = None
     with torch.no_grad():
         for f in frames:
@@ -162,8 +183,10 @@ def test_cuda_graph_step_matches_eager(tiny):
 def test_frame_step_does_not_synchronise(tiny):
     """Preprocessing + model.step queue work only: results leave the GPU in the tracker."""
     model, cfg = tiny
-    stepper = build_stepper(model, RunOptions(device="cuda", amp="bf16"))
-    pre = FramePreprocessor(cfg, torch.device("cuda"))
+    cuda = torch.device("cuda", torch.cuda.current_device())
+    model.to(cuda)
+    stepper = Stepper(model, cuda, amp="bf16")
+    pre = build_preprocessor(cfg, cuda)
     frames = random_frames(5)
     state = None
     with torch.no_grad():
@@ -185,12 +208,15 @@ def cosine_associate(e1, b1, e2, b2):
     return sinkhorn(sim, 20, tau=0.05, dustbin=0.5)
 
 
-def clip_track(frames: range, embed: torch.Tensor, label: int, tag: str) -> ClipTrack:
+def clip_track(frames: range, embed: torch.Tensor, label: int, tag: str) -> Track:
     prob = torch.full((3,), 0.05)
     prob[label] = 0.9
     box = torch.tensor([0.5, 0.5, 0.1, 0.1])
-    rle = {"size": [4, 4], "counts": tag}
-    return ClipTrack({t: (embed + 0.01 * torch.randn_like(embed), box, prob, rle) for t in frames})
+    track = Track.start(0, len(frames), 3)
+    for t in frames:
+        obs = Observation(t, embed + 0.01 * torch.randn_like(embed), box, prob)
+        track.add(obs, {"size": [4, 4], "counts": tag})
+    return track
 
 
 def test_stitcher_graphs_respect_the_live_track_cap():
@@ -248,8 +274,15 @@ def test_stitcher_joins_by_embedding_and_skips_overlap_only_tracks():
 def test_offline_tracking_covers_every_frame(tiny):
     model, cfg = tiny
     frames = random_frames(7, seed=9)
-    st, stats, n = track_frames_offline(
-        build_stepper(model), iter(frames), (37, 53), cfg, OPEN, clip_len=4, overlap=1
+    st = ClipStitcher(model.associate, OPEN)
+    stats, n = track_offline(
+        Stepper(model, CPU),
+        iter(frames),
+        (37, 53),
+        build_preprocessor(cfg, CPU),
+        st,
+        clip_len=4,
+        overlap=1,
     )
     res = st.results(1, n, [1, 2, 3, 4])
     assert n == 7 and len(stats.total_ms) == 7 and res
@@ -260,20 +293,28 @@ def test_offline_tracking_covers_every_frame(tiny):
     assert covered == set(range(7))  # every frame has a proposal above a zero threshold
 
 
-def test_track_video_online_matches_loop_and_restores_mode(tiny):
-    from gmpvis.engine.video_inference import track_video
-
+def test_predict_videos_matches_the_loop_online_and_offline(tiny):
     model, cfg = tiny
     frames = random_frames(4, seed=11)
-    loop, _, _ = track_frames(build_stepper(model), iter(frames), (37, 53), cfg, OPEN)
-    model.train()
-    online = track_video(model, iter(frames), (37, 53), cfg, tracker_cfg=OPEN)
-    assert model.training  # the trainer calls this mid-training
-    clips = track_video(model, iter(frames), (37, 53), cfg, tracker_cfg=OPEN, window=2)
-    model.eval()
+    loop = OnlineTracker(model.associate, OPEN)
+    track_online(Stepper(model, CPU), iter(frames), (37, 53), build_preprocessor(cfg, CPU), loop)
     ids = [1, 2, 3, 4]
-    assert online.results(0, 4, ids) == loop.results(0, 4, ids)
-    res = clips.results(0, 4, ids)
-    assert res and all(len(r["segmentations"]) == 4 for r in res)
-    with pytest.raises(ValueError, match="window"):
-        track_video(model, iter(frames), (37, 53), cfg, window=0)
+    src = ListSource(frames)
+    model.train()
+    with eval_mode(model):
+        [online] = predict_videos(model, with_tracker(cfg, OPEN), [src], ids, CPU)
+    assert model.training  # the trainer evaluates mid-training
+    model.eval()
+    assert isinstance(online, VideoPrediction) and online.num_frames == 4
+    assert online.results == loop.results(7, 4, ids)
+    offline_cfg = get_config("tiny", ["data.scales=48", "data.max_size=80", "infer.mode=offline"])
+    offline_cfg.infer.offline_clip_len, offline_cfg.infer.offline_overlap = 2, 0
+    [clips] = predict_videos(model, with_tracker(offline_cfg, OPEN), [src], ids, CPU)
+    assert clips.results and all(len(r["segmentations"]) == 4 for r in clips.results)
+    with pytest.raises(FrameReadError, match="frame 1 cannot be read"):
+        list(predict_videos(model, cfg, [ListSource(frames, bad_at=1)], ids, CPU))
+
+
+def with_tracker(cfg, tracker_cfg):
+    cfg.tracker = tracker_cfg
+    return cfg

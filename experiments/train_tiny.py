@@ -1,15 +1,15 @@
 """Learning, measured: train the ``tiny`` preset on 2 CPU cores and record its learning curve.
 
-    python -m benchmarks.train_tiny                  # train (about 20 min, one thread)
-    python -m benchmarks.train_tiny --skip-train     # only re-read <output-dir>/log.jsonl
-    python -m benchmarks.train_tiny --ship           # also write gmpvis/assets/gmpvis_tiny.pth
+    python -m experiments.train_tiny                  # train (about 20 min, one thread)
+    python -m experiments.train_tiny --skip-train     # only re-read <output-dir>/log.jsonl
+    python -m experiments.train_tiny --ship           # also write gmpvis/assets/gmpvis_tiny.pth
 
 Runs ONE training command (``TRAIN_ARGS`` below; the synthetic dataset is generated under
 ``data/synthetic`` on first use) with ``OMP_NUM_THREADS=1``, then reads
 ``<output-dir>/log.jsonl`` (train records every ``log_every`` steps, holdout "eval" records
 every ``eval_every`` steps with video AP on the holdout split) and writes
 
-* ``benchmarks/results/learning_tiny.json``: command, wall time, steps, final AP / AP50 /
+* ``experiments/results/learning_tiny.json``: command, wall time, steps, final AP / AP50 /
   AR10, the loss and AP curves;
 * ``docs/learning_curve.png``: loss and holdout AP against steps (Pillow, no matplotlib).
 
@@ -32,10 +32,10 @@ from pathlib import Path
 
 import torch
 
-from benchmarks._plot import PALETTE, Panel, Series, line_chart
+from experiments._plot import PALETTE, Panel, Series, line_chart
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "benchmarks" / "results" / "learning_tiny.json"
+RESULTS = ROOT / "experiments" / "results" / "learning_tiny.json"
 FIGURE = ROOT / "docs" / "learning_curve.png"
 ASSET = ROOT / "gmpvis" / "assets" / "gmpvis_tiny.pth"
 OUTPUT_DIR = "outputs/tiny_bench"

@@ -1,7 +1,7 @@
-"""Training step time: ``python -m benchmarks.train_step``.
+"""Training step time: ``python -m experiments.train_step``.
 
 Median seconds per optimisation step (forward, losses with Hungarian matching and L_match,
-backward, gradient clipping, AdamW) of :meth:`gmpvis.engine.trainer.Trainer.train_step`,
+backward, gradient clipping, AdamW) of :meth:`gmpvis.train.Trainer.train_step`,
 the exact step ``train.py`` runs, on a fixed set of real batches from the synthetic dataset
 (warm-up steps left out; batches cycle so data loading is not timed).
 
@@ -11,7 +11,7 @@ the exact step ``train.py`` runs, on a fixed set of real batches from the synthe
   short side (batch 2, 3-frame clips), fp32 / AMP bf16 / AMP bf16 + ``torch.compile``.
   Where no GPU is present these rows are written with ``"measured": false``.
 
-Results: ``benchmarks/results/train_step_<cpu|cuda>.json`` and a printed table.
+Results: ``experiments/results/train_step_<cpu|cuda>.json`` and a printed table.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS_DIR = ROOT / "benchmarks" / "results"
+RESULTS_DIR = ROOT / "experiments" / "results"
 
 # (name, preset, overrides); the r50 rows read the synthetic videos at 360p
 CPU_CASES = [("tiny fp32", "tiny", [])]
@@ -43,22 +43,21 @@ def ensure_synthetic() -> None:
     """The tiny preset's synthetic dataset under data/synthetic (generated once, as train.py
     does); the r50 rows read the same videos."""
     from gmpvis.config import get_config
-    from train import prepare_data
+    from gmpvis.train import prepare_data
 
     prepare_data(get_config("tiny"), is_main=True)
 
 
 def measure(preset: str, overrides: list[str], device: torch.device, steps: int, warmup: int):
     """-> (median, p10, p90) seconds per step of ``Trainer.train_step``."""
-    from gmpvis.config import get_config
+    from gmpvis.config import get_config, set_field
     from gmpvis.data import build_dataset, collate_clips
-    from gmpvis.engine.distributed import DistInfo
-    from gmpvis.engine.trainer import Trainer
+    from gmpvis.train import DistInfo, Trainer
 
     cfg = get_config(preset, [*overrides, "train.output_dir=outputs/bench_train_step"])
     ensure_synthetic()
     train_set = build_dataset(cfg.data, "train")
-    cfg.model.num_classes = train_set.num_classes
+    set_field(cfg, "model.num_classes", train_set.num_classes)
     bs = cfg.train.batch_size
     batches = [
         collate_clips([train_set[(i * bs + j) % len(train_set)] for j in range(bs)])

@@ -6,7 +6,8 @@ import pytest
 import torch
 from pycocotools import mask as mask_utils
 
-from gmpvis.engine.tracker import FrameProposals, OnlineTracker, TrackerConfig
+from gmpvis.config import TrackerConfig
+from gmpvis.infer import FrameProposals, OnlineTracker
 from gmpvis.kernels import sinkhorn
 
 H = W = 16

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from gmpvis.engine.optim import build_optimizer, build_scheduler
+from gmpvis.train.optim import build_optimizer, build_scheduler
 
 
 class Net(nn.Module):

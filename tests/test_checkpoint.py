@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from gmpvis.engine.checkpoint import (
+from gmpvis.checkpoint import (
     CheckpointError,
     capture_rng_state,
     find_resume_path,
