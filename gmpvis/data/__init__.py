@@ -13,38 +13,41 @@ Inference: ``open_inputs(path, frames_root=None)`` takes an annotation file with
 annotations (with ``frames_root``), a folder of frames, or a video file (PyAV extra).
 """
 
-from gmpvis.data.clips import YTVISDataset, build_dataset, masks_to_boxes, sample_clip_indices
-from gmpvis.data.collate import collate_clips
-from gmpvis.data.inputs import (
-    FrameFilesSource,
-    VideoFileSource,
-    VideoSource,
-    open_inputs,
-    read_annotation_videos,
-    read_frame_folder,
-    read_video_file,
-)
-from gmpvis.data.split import split_videos
-from gmpvis.data.transforms import build_eval_transforms, build_train_transforms
-from gmpvis.data.ytvis import AnnotationError, VideoInfo, YTVISAnnotations
+import importlib
 
-__all__ = [
-    "AnnotationError",
-    "FrameFilesSource",
-    "VideoFileSource",
-    "VideoInfo",
-    "VideoSource",
-    "YTVISAnnotations",
-    "YTVISDataset",
-    "build_dataset",
-    "build_eval_transforms",
-    "build_train_transforms",
-    "collate_clips",
-    "masks_to_boxes",
-    "open_inputs",
-    "read_annotation_videos",
-    "read_frame_folder",
-    "read_video_file",
-    "sample_clip_indices",
-    "split_videos",
-]
+# Exports load on first use (PEP 562), so that ``gmpvis.eval``, which needs only the
+# format validators, does not import torch through the dataset classes.
+_EXPORTS = {
+    "YTVISDataset": "clips",
+    "build_dataset": "clips",
+    "masks_to_boxes": "clips",
+    "sample_clip_indices": "clips",
+    "collate_clips": "collate",
+    "FrameFilesSource": "inputs",
+    "VideoFileSource": "inputs",
+    "VideoSource": "inputs",
+    "open_inputs": "inputs",
+    "read_annotation_videos": "inputs",
+    "read_frame_folder": "inputs",
+    "read_video_file": "inputs",
+    "split_videos": "split",
+    "build_eval_transforms": "transforms",
+    "build_train_transforms": "transforms",
+    "AnnotationError": "ytvis_format",
+    "VideoInfo": "ytvis",
+    "YTVISAnnotations": "ytvis",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'gmpvis.data' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"gmpvis.data.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -119,17 +119,40 @@ def polygon_to_rle(rings: list[np.ndarray], height: int, width: int) -> dict:
     return mask_utils.merge(mask_utils.frPyObjects(list(rings), height, width))
 
 
-def rle_strings_check(
+def foreground_sums(counts: np.ndarray, ptr: np.ndarray, chunk_counts: int = 1 << 18) -> np.ndarray:
+    """Pixels inside each mask: the sum of its odd-position runs (runs start with
+    background), int64 ``[n]`` for the RLEs ``counts[ptr[i]:ptr[i + 1]]``.
+
+    Works on chunks of whole RLEs of about ``chunk_counts`` runs (bounded temporaries).
+    """
+    n = len(ptr) - 1
+    out = np.zeros(n, np.int64)
+    i = 0
+    while i < n:
+        j = int(np.searchsorted(ptr, ptr[i] + chunk_counts, side="right")) - 1
+        j = min(max(j, i + 1), n)
+        lo, hi = int(ptr[i]), int(ptr[j])
+        p = ptr[i : j + 1] - lo
+        local = np.arange(hi - lo) - np.repeat(p[:-1], np.diff(p))
+        out[i:j] = segment_sums(np.where(local % 2 == 1, counts[lo:hi], 0), p)
+        i = j
+    return out
+
+
+def rle_strings_stats(
     buf: np.ndarray, str_ptr: np.ndarray, chunk_chars: int = 1 << 18
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per-string ``(sum of counts int64 [n], bad bool [n])`` of many compressed RLEs.
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-string ``(sum of counts, foreground pixels, bad)`` of many compressed RLEs:
+    int64 ``[n]``, int64 ``[n]``, bool ``[n]``.
 
     Same decoding as :func:`rle_strings_to_counts`, run on chunks of about ``chunk_chars``
     characters so that the temporaries (a few int64 per character) stay cache-sized and a
-    file of any size needs bounded memory.
+    file of any size needs bounded memory. The pixel count is exact for any number of masks
+    (pycocotools' ``area`` overflows from 256 masks on).
     """
     n = len(str_ptr) - 1
     sums = np.zeros(n, np.int64)
+    areas = np.zeros(n, np.int64)
     bad = np.zeros(n, dtype=bool)
     i = 0
     while i < n:
@@ -138,8 +161,18 @@ def rle_strings_check(
         lo, hi = int(str_ptr[i]), int(str_ptr[j])
         counts, cnt_ptr, chunk_bad = rle_strings_to_counts(buf[lo:hi], str_ptr[i : j + 1] - lo)
         sums[i:j] = segment_sums(counts, cnt_ptr)
+        areas[i:j] = foreground_sums(counts, cnt_ptr)
         bad[i:j] = chunk_bad
         i = j
+    return sums, areas, bad
+
+
+def rle_strings_check(
+    buf: np.ndarray, str_ptr: np.ndarray, chunk_chars: int = 1 << 18
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-string ``(sum of counts int64 [n], bad bool [n])``: :func:`rle_strings_stats`
+    without the pixel counts."""
+    sums, _, bad = rle_strings_stats(buf, str_ptr, chunk_chars)
     return sums, bad
 
 

@@ -1,6 +1,6 @@
 """YouTube-VIS (2019 / 2021) and OVIS annotations: parsed once into a compact index.
 
-The JSON is read and validated once (:mod:`gmpvis.data._parse`); the index keeps only flat
+The JSON is read and validated once (:mod:`gmpvis.data.ytvis_format`); the index keeps only flat
 numpy arrays (per video, per annotation, per (annotation, frame) segment) plus one string of
 frame names per video, so it pickles quickly to DataLoader workers. Every RLE, compressed or
 not in the file, is kept as a COCO compressed string (about one byte a run count, against a
@@ -12,7 +12,6 @@ Category ids are mapped to contiguous labels ``0..C-1`` in sorted-id order;
 
 from __future__ import annotations
 
-import json
 import os
 import warnings
 from dataclasses import dataclass
@@ -20,17 +19,17 @@ from dataclasses import dataclass
 import numpy as np
 import pycocotools.mask as mask_utils
 
-from gmpvis.data._parse import (
-    SEG_NULL,
-    SEG_POLY,
-    SEG_RLE,
+from gmpvis.data import json_io
+from gmpvis.data.index_cache import cache_path, load_index, save_index
+from gmpvis.data.rle import decode_rles, polygon_to_rle
+from gmpvis.data.segments import SEG_NULL, SEG_POLY, SEG_RLE
+from gmpvis.data.ytvis_format import (
     AnnotationError,
     _Collector,
     check_frame_files,
     parse_annotation_dict,
+    report_problems,
 )
-from gmpvis.data.index_cache import cache_path, load_index, save_index
-from gmpvis.data.rle import decode_rles, polygon_to_rle
 
 __all__ = ["AnnotationError", "VideoInfo", "YTVISAnnotations"]
 
@@ -49,43 +48,16 @@ class VideoInfo:
 
 
 def read_json(path: str | os.PathLike):
-    """Parse a JSON file; a missing, truncated or non-JSON file raises naming the file."""
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"annotation file {path} does not exist")
-    with open(path, "rb") as f:
-        raw = f.read()
-    try:
-        return json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        kind = "is empty" if not raw.strip() else "is not valid JSON (truncated?)"
-        raise AnnotationError(f"annotation file {path} {kind}: {e}") from None
+    """Parse an annotation file; a missing, empty, truncated or non-JSON file raises
+    (FileNotFoundError / :class:`AnnotationError`) naming the file."""
+    return json_io.read_json(path, error=AnnotationError)
 
 
 def _id_or_minus1(x) -> int:
     return -1 if x is None else int(x)
 
 
-def _report(source, problems: dict, ids: list[int], orphans: list[str], skip: bool) -> list:
-    """Raise on problems, or (``skip``) warn once and return ``[(video id, reason)]``."""
-    bad = sorted(problems)
-    messages = [m for i in bad for m in problems[i]] + orphans
-    if messages and not skip:
-        more = f" (and {len(messages) - 5} more problems)" if len(messages) > 5 else ""
-        raise AnnotationError(
-            f"{source}: {len(messages)} problem(s) in {len(bad)} video(s); first: "
-            + "; ".join(messages[:5])
-            + more
-            + ". Fix the file or pass skip_bad_videos=True to drop those videos."
-        )
-    skipped = [(ids[i], problems[i][0]) for i in bad] + [(-1, m) for m in orphans]
-    if skipped:
-        warnings.warn(
-            f"{source}: skipped {len(bad)} bad video(s) and {len(orphans)} annotation(s) of "
-            f"unknown videos; first: {skipped[0][1]}",
-            stacklevel=4,
-        )
-    return skipped
+_SKIP_HINT = "Fix the file or pass skip_bad_videos=True to drop those videos"
 
 
 class YTVISAnnotations:
@@ -121,8 +93,9 @@ class YTVISAnnotations:
         # CSR: annotations of video i are ann_ptr[i]:ann_ptr[i+1]
         self.ann_ptr = np.zeros(len(vids) + 1, np.int64)
         np.cumsum(np.bincount(self.ann_video, minlength=len(vids)), out=self.ann_ptr[1:])
-        for key in ("seg_kind", "seg_lo", "seg_hi", "rle_bytes", "ring_ptr", "coords"):
-            setattr(self, "_" + key, getattr(parsed, key))
+        seg = parsed.segments
+        self._seg_kind, self._seg_lo, self._seg_hi = seg.kind, seg.lo, seg.hi
+        self._rle_bytes, self._ring_ptr, self._coords = seg.rle_bytes, seg.ring_ptr, seg.coords
         self._index_of = {int(v): i for i, v in enumerate(self.video_ids)}
 
     # ---- construction -------------------------------------------------------------------
@@ -199,7 +172,9 @@ class YTVISAnnotations:
             data, source, require_annotations=require_annotations, frames_root=root
         )
         ids = [_id_or_minus1(v["id"]) for v in parsed.videos]
-        skipped = _report(source, parsed.problems, ids, parsed.orphan_problems, skip_bad_videos)
+        skipped = report_problems(
+            source, parsed.problems, ids, parsed.orphan_problems, skip_bad_videos, _SKIP_HINT
+        )
         keep = np.asarray([i for i in range(len(parsed.videos)) if i not in parsed.problems])
         return cls(parsed, source=source, keep=keep.astype(np.int64), skipped=skipped)
 
@@ -215,7 +190,7 @@ class YTVISAnnotations:
         if not problems:
             return self
         ids = [v["id"] for v in videos]
-        skipped = _report(self.source, problems, ids, [], skip_bad_videos)
+        skipped = report_problems(self.source, problems, ids, [], skip_bad_videos, _SKIP_HINT)
         out = self.subset([v for i, v in enumerate(ids) if i not in problems])
         out.skipped = self.skipped + skipped
         return out

@@ -2,7 +2,14 @@
 
 Everything that reaches the evaluator goes through here, so every malformed input fails with a
 ``ValueError`` that names the file, the video, the result index and the field at fault, instead
-of failing deep inside numpy or pycocotools.
+of failing (or hanging) deep inside numpy or pycocotools. Ground truth is checked by the same
+validator as the training loader (:mod:`gmpvis.data.ytvis_format`); the segmentations of
+results by the same segmentation validator (:mod:`gmpvis.data.segments`): RLE counts must
+cover exactly H*W pixels, polygons must be finite and near the frame.
+
+Results files are streamed (one result at a time) into one flat buffer of compressed RLE
+strings: a results file costs about its own size in memory, not the Python objects of its
+parse. Masks are handed to pycocotools only on access (:attr:`Instance.segs`).
 
 Formats (DESIGN.md "Formats"):
   ground truth: ``videos`` (id, height, width, length | file_names), ``categories`` (id, name),
@@ -26,6 +33,22 @@ from pathlib import Path
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from gmpvis.data.json_io import atomic_write, iter_json_list, read_json
+from gmpvis.data.segments import SEG_NULL, SegmentCollector, Segments
+from gmpvis.data.ytvis_format import parse_annotation_dict, report_problems
+
+__all__ = [
+    "GroundTruth",
+    "Instance",
+    "check_results",
+    "load_gt",
+    "load_results",
+    "make_result",
+    "read_json",
+    "write_results",
+    "write_submission",
+]
+
 RESULT_FIELDS = ("video_id", "category_id", "score", "segmentations")
 
 
@@ -36,23 +59,48 @@ class Video:
     length: int
 
 
-@dataclass
 class Instance:
-    """One GT annotation or one result with its masks normalised to compressed RLE.
+    """One GT annotation or one result; its masks live in a shared :class:`Segments` store.
 
-    ``segs``: ``length`` entries, an RLE dict or None; ``areas`` float64 ``[length]`` pixel
-    counts (0 where null); ``avg_area``: mean of the non-zero per-frame areas (0 if none), the
-    size that decides small/medium/large as the official YouTube-VIS evaluation does.
+    ``segs``: ``length`` entries, a compressed RLE dict (bytes counts) or None, built on
+    access; ``areas`` float64 ``[length]`` pixel counts (0 where null); ``present`` bool
+    ``[length]``; ``avg_area``: mean of the non-zero per-frame areas (0 if none), or of the
+    annotation's own ``areas`` field, the size that decides small/medium/large as the
+    official YouTube-VIS evaluation does.
     """
 
-    id: int
-    video_id: int
-    category_id: int
-    score: float
-    iscrowd: bool
-    segs: list
-    areas: np.ndarray
-    avg_area: float
+    __slots__ = ("id", "video_id", "category_id", "score", "iscrowd", "avg_area", "_store", "_n")
+
+    def __init__(self, id, video_id, category_id, score, iscrowd, store: Segments, n, avg_area):
+        self.id, self.video_id, self.category_id = int(id), int(video_id), int(category_id)
+        self.score, self.iscrowd, self.avg_area = float(score), bool(iscrowd), float(avg_area)
+        self._store, self._n = store, int(n)
+
+    def _span(self) -> slice:
+        p = self._store.inst_ptr
+        return slice(int(p[self._n]), int(p[self._n + 1]))
+
+    @property
+    def length(self) -> int:
+        return self._span().stop - self._span().start
+
+    @property
+    def segs(self) -> list[dict | None]:
+        return self._store.instance_rles(self._n)
+
+    @property
+    def areas(self) -> np.ndarray:
+        return self._store.area[self._span()].astype(np.float64)
+
+    @property
+    def present(self) -> np.ndarray:
+        return self._store.kind[self._span()] != SEG_NULL
+
+    def __repr__(self) -> str:
+        return (
+            f"Instance(id={self.id}, video_id={self.video_id}, category_id={self.category_id}, "
+            f"score={self.score:.4g}, frames={int(self.present.sum())}/{self.length})"
+        )
 
 
 @dataclass
@@ -60,35 +108,6 @@ class GroundTruth:
     videos: dict[int, Video]
     categories: dict[int, str]  # category id -> name
     annotations: list[Instance]
-
-
-def read_json(path: str | Path):
-    """Parse a JSON file (or the ``results.json`` inside a ``.zip``); bad content -> ValueError."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file")
-    data = path.read_bytes()
-    if path.suffix == ".zip":
-        try:
-            with zipfile.ZipFile(io.BytesIO(data)) as zf:
-                names = [n for n in zf.namelist() if n.endswith(".json")]
-                if not names:
-                    raise ValueError(f"{path}: the zip holds no .json file")
-                # CodaLab reads results.json at the root; accept a single JSON elsewhere too.
-                name = "results.json" if "results.json" in names else names[0]
-                data = zf.read(name)
-                path = Path(f"{path}:{name}")
-        except zipfile.BadZipFile as exc:
-            raise ValueError(f"{path}: not a valid zip file ({exc})") from None
-    try:
-        return json.loads(data.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise ValueError(f"{path}: not a UTF-8 text file, cannot be JSON") from None
-    except json.JSONDecodeError as exc:
-        raise ValueError(
-            f"{path}: not valid JSON (truncated?): {exc.msg} at line {exc.lineno} "
-            f"column {exc.colno}"
-        ) from None
 
 
 def _need(obj: dict, key: str, where: str):
@@ -105,120 +124,32 @@ def _int(value, where: str) -> int:
     return int(value)
 
 
-def _to_rle(seg, hw: list[int], where: str, t: int):
-    """One frame's segmentation -> compressed RLE dict, or None where the frame is empty.
+def load_gt(gt: str | Path | dict | GroundTruth) -> GroundTruth:
+    """Parse and check a YouTube-VIS annotation file (path or loaded dict).
 
-    Accepts compressed RLE (counts str/bytes), uncompressed RLE (counts list) and polygons
-    (list of flat xy lists, GT only); a falsy entry (null, [], {}) means "absent". ``hw`` is
-    the video's ``[height, width]``.
+    The checks are the training loader's (:func:`gmpvis.data.ytvis_format.
+    parse_annotation_dict`), except that a video may give its frame count by ``length``
+    alone; any problem raises, naming the file, video, annotation and field.
     """
-    if not seg:
-        return None
-    if type(seg) is dict and seg.get("size") == hw and type(seg.get("counts")) is str:
-        return seg  # the common case, checked without building any message
-    where = f"{where} frame {t}"
-    if isinstance(seg, list):  # polygon parts, merged into one mask
-        if not all(isinstance(p, list) and len(p) >= 6 and len(p) % 2 == 0 for p in seg):
-            raise ValueError(f"{where}: a polygon must be lists of >= 3 (x, y) pairs")
-        return mask_utils.merge(mask_utils.frPyObjects(seg, *hw))
-    if not isinstance(seg, dict) or "counts" not in seg or "size" not in seg:
-        raise ValueError(f"{where}: expected an RLE dict with 'size' and 'counts', or null")
-    size = seg["size"]
-    ok = isinstance(size, list | tuple) and all(isinstance(s, numbers.Integral) for s in size)
-    if not ok or [int(s) for s in size] != hw:
-        raise ValueError(f"{where}: RLE size {size} differs from the video size {hw} (h, w)")
-    counts = seg["counts"]
-    if isinstance(counts, list):  # uncompressed: runs must cover the h*w frame exactly
-        if sum(counts) != hw[0] * hw[1]:
-            raise ValueError(f"{where}: uncompressed RLE runs sum to {sum(counts)}, not h*w")
-        return mask_utils.frPyObjects({"size": hw, "counts": counts}, *hw)
-    if not isinstance(counts, str | bytes):
-        raise ValueError(f"{where}: RLE 'counts' must be a string, got {type(counts).__name__}")
-    return {"size": hw, "counts": counts}
-
-
-def _instance(ann: dict, where: str, video: Video) -> tuple[list, np.ndarray]:
-    """Check and normalise ``ann['segmentations']``; returns (RLE-or-None list, areas [T])."""
-    segs = _need(ann, "segmentations", where)
-    if not isinstance(segs, list):
-        raise ValueError(f"{where}: 'segmentations' must be a list, got {type(segs).__name__}")
-    if len(segs) != video.length:
-        raise ValueError(
-            f"{where}: 'segmentations' has {len(segs)} entries but the video has "
-            f"{video.length} frames"
-        )
-    hw = [video.height, video.width]
-    rles = [_to_rle(s, hw, where, t) for t, s in enumerate(segs)]
-    areas = np.zeros(video.length, dtype=np.float64)
-    present = [t for t, r in enumerate(rles) if r is not None]
-    if present:  # one pycocotools call for all frames
-        areas[present] = mask_utils.area([rles[t] for t in present])
-        # pycocotools decodes any string; a corrupt one often claims more pixels than exist.
-        over = np.flatnonzero(areas > hw[0] * hw[1])
-        if over.size:
-            raise ValueError(
-                f"{where} frame {over[0]}: RLE 'counts' decode to {int(areas[over[0]])} pixels, "
-                f"more than the {hw[0]}x{hw[1]} frame holds (corrupt string?)"
-            )
-    return rles, areas
-
-
-def _mean_nonzero(areas) -> float:
-    # Official semantics: mean over the truthy per-frame areas (null and 0 both skipped).
-    if isinstance(areas, np.ndarray):
-        nz = areas[areas > 0]
-    else:
-        nz = np.array([a for a in areas if a], dtype=np.float64)
-    return float(nz.mean()) if nz.size else 0.0
-
-
-def load_gt(gt: str | Path | dict) -> GroundTruth:
-    """Parse and check a YouTube-VIS annotation file (path or loaded dict)."""
+    if isinstance(gt, GroundTruth):
+        return gt
     src = str(gt) if isinstance(gt, str | Path) else "ground truth"
     data = read_json(gt) if isinstance(gt, str | Path) else gt
-    if not isinstance(data, dict):
-        raise ValueError(f"{src}: expected a JSON object, got {type(data).__name__}")
-    videos: dict[int, Video] = {}
-    for i, v in enumerate(_need(data, "videos", src)):
-        where = f"{src}: videos[{i}]"
-        vid = _int(_need(v, "id", where), f"{where}.id")
-        if vid in videos:
-            raise ValueError(f"{where}: duplicate video id {vid}")
-        length = v.get("length", len(v.get("file_names", [])))
-        h, w = _need(v, "height", where), _need(v, "width", where)
-        videos[vid] = Video(_int(h, f"{where}.height"), _int(w, f"{where}.width"), int(length))
-        if videos[vid].length <= 0:
-            raise ValueError(f"{where}: needs 'length' or 'file_names' (video {vid})")
-    categories: dict[int, str] = {}
-    for i, c in enumerate(_need(data, "categories", src)):
-        where = f"{src}: categories[{i}]"
-        cid = _int(_need(c, "id", where), f"{where}.id")
-        if cid in categories:
-            raise ValueError(f"{where}: duplicate category id {cid}")
-        categories[cid] = str(c.get("name", cid))
-    anns = []
-    for i, a in enumerate(_need(data, "annotations", src)):
-        where = f"{src}: annotations[{i}]"
-        vid = _int(_need(a, "video_id", where), f"{where}.video_id")
-        cid = _int(_need(a, "category_id", where), f"{where}.category_id")
-        if vid not in videos:
-            raise ValueError(f"{where}: unknown video_id {vid}")
-        if cid not in categories:
-            raise ValueError(f"{where}: unknown category_id {cid}")
-        where = f"{where} (video {vid})"
-        rles, areas = _instance(a, where, videos[vid])
-        # The size class uses the annotation's own 'areas' field, as the official code does.
-        stored = a.get("areas")
-        if stored is not None:
-            if not isinstance(stored, list) or len(stored) != videos[vid].length:
-                raise ValueError(f"{where}: 'areas' must be a list of {videos[vid].length} entries")
-            if any(x is not None and not isinstance(x, numbers.Real) for x in stored):
-                raise ValueError(f"{where}: 'areas' entries must be numbers or null")
-        avg = _mean_nonzero(stored if stored is not None else areas)
-        ann_id = _int(a.get("id", i + 1), f"{where}.id")
-        crowd = bool(a.get("iscrowd", 0))
-        anns.append(Instance(ann_id, vid, cid, 1.0, crowd, rles, areas, avg))
-    return GroundTruth(videos, categories, anns)
+    parsed = parse_annotation_dict(
+        data, src, require_annotations=True, frames_root=None, require_file_names=False
+    )
+    ids = [-1 if v["id"] is None else v["id"] for v in parsed.videos]
+    report_problems(src, parsed.problems, ids, parsed.orphan_problems, skip=False)
+    store = parsed.segments.rasterized()
+    measured = store.mean_areas()
+    # The size class uses the annotation's own 'areas' field, as the official code does.
+    avg = np.where(np.isnan(parsed.ann_area), measured, parsed.ann_area)
+    videos = {v["id"]: Video(v["height"], v["width"], v["length"]) for v in parsed.videos}
+    anns = [
+        Instance(aid, parsed.videos[vidx]["id"], cid, 1.0, crowd, store, n, avg[n])
+        for n, (aid, vidx, cid, crowd, _) in enumerate(parsed.anns)
+    ]
+    return GroundTruth(videos, dict(parsed.categories), anns)
 
 
 def load_results(results: str | Path | list) -> list:
@@ -238,14 +169,22 @@ def _score(value, where: str) -> float:
     return float(value)
 
 
-def check_results(results: list, gt: GroundTruth) -> list[Instance]:
+def check_results(results: str | Path | list, gt: GroundTruth) -> list[Instance]:
     """Validate every result against the GT videos/categories -> list of Instance.
 
-    Result ids are ``index + 1`` as in the official loader; ``iscrowd`` is always 0.
+    ``results``: a path (``.json`` / ``.zip``, streamed) or a list. Result ids are
+    ``index + 1`` as in the official loader; ``iscrowd`` is always 0.
     """
-    out = []
-    for i, r in enumerate(results):
-        where = f"result {i}"
+    if isinstance(results, str | Path):
+        prefix, items = f"{results}: ", iter_json_list(results, what="results")
+    elif isinstance(results, list):
+        prefix, items = "", results
+    else:
+        raise ValueError(f"results must be a JSON list, got {type(results).__name__}")
+    col = SegmentCollector()
+    meta: list[tuple[int, int, float]] = []  # (video id, category id, score) per result
+    for i, r in enumerate(items):
+        where = f"{prefix}result {i}"
         if not isinstance(r, dict):
             raise ValueError(f"{where}: expected a JSON object, got {type(r).__name__}")
         for key in RESULT_FIELDS:
@@ -257,9 +196,22 @@ def check_results(results: list, gt: GroundTruth) -> list[Instance]:
         if cid not in gt.categories:
             raise ValueError(f"{where}: unknown category_id {cid} (not in the ground truth)")
         score = _score(r["score"], where)
-        rles, areas = _instance(r, f"{where} (video {vid})", gt.videos[vid])
-        out.append(Instance(i + 1, vid, cid, score, False, rles, areas, _mean_nonzero(areas)))
-    return out
+        v = gt.videos[vid]
+        error = col.add(r["segmentations"], v.height, v.width, v.length)
+        if error is not None:
+            raise ValueError(f"{where} (video {vid}): {error}")
+        meta.append((vid, cid, score))
+    segments, problems = col.finish()
+    if problems:
+        n, msg = problems[0]
+        more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
+        raise ValueError(f"{prefix}result {n} (video {meta[n][0]}): {msg}{more}")
+    store = segments.rasterized()
+    avg = store.mean_areas()
+    return [
+        Instance(n + 1, vid, cid, score, False, store, n, avg[n])
+        for n, (vid, cid, score) in enumerate(meta)
+    ]
 
 
 def make_result(video_id: int, category_id: int, score: float, masks) -> dict:
@@ -313,16 +265,18 @@ def _jsonable(results: list) -> list:
 
 
 def write_results(results: list, path: str | Path) -> Path:
-    """Write results to ``path``: a ``.zip`` holds ``results.json`` at its root, else plain JSON."""
+    """Write results to ``path``: a ``.zip`` holds ``results.json`` at its root, else plain JSON.
+
+    Atomic: the file appears complete or not at all (see :func:`gmpvis.data.json_io.atomic_write`).
+    """
     path = Path(path)
     text = json.dumps(_jsonable(results), separators=(",", ":"))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.suffix == ".zip":
-        with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-            zf.writestr("results.json", text)
-    else:
-        path.write_text(text)
-    return path
+    if path.suffix != ".zip":
+        return atomic_write(path, text)
+    raw = io.BytesIO()
+    with zipfile.ZipFile(raw, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("results.json", text)
+    return atomic_write(path, raw.getvalue())
 
 
 def write_submission(results: list, out_dir: str | Path) -> tuple[Path, Path]:

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from gmpvis.eval.results import Instance, check_results, load_gt, load_results
+from gmpvis.eval.results import Instance, check_results, load_gt
 
 
 def _dedupe_tracks(instances: list[Instance]) -> list[Instance]:
@@ -47,10 +47,12 @@ def covering_tracks(
     best-IoU track if its mask IoU >= ``iou_threshold``, else None. Frames where the GT mask
     is empty are left out."""
     out: list[int | None] = []
+    g_areas = gt_inst.areas
+    t_segs = [tr.segs for tr in tracks]
     for t, gseg in enumerate(gt_inst.segs):
-        if gseg is None or gt_inst.areas[t] <= 0:
+        if gseg is None or g_areas[t] <= 0:
             continue
-        cand = [(k, tr.segs[t]) for k, tr in enumerate(tracks) if tr.segs[t] is not None]
+        cand = [(k, segs[t]) for k, segs in enumerate(t_segs) if segs[t] is not None]
         if not cand:
             out.append(None)
             continue
@@ -82,7 +84,7 @@ def id_switches(
     if not 0.0 < iou_threshold <= 1.0:
         raise ValueError(f"iou_threshold: expected a value in (0, 1], got {iou_threshold}")
     truth = load_gt(gt)
-    preds = [r for r in check_results(load_results(results), truth) if r.score >= min_score]
+    preds = [r for r in check_results(results, truth) if r.score >= min_score]
     by_video: dict[int, list[Instance]] = {}
     for r in preds:
         by_video.setdefault(r.video_id, []).append(r)

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from gmpvis.eval.results import GroundTruth, Instance, check_results, load_gt, load_results
+from gmpvis.eval.results import GroundTruth, Instance, check_results, load_gt
 
 IOU_THRS = np.linspace(0.5, 0.95, 10)
 REC_THRS = np.linspace(0.0, 1.0, 101)
@@ -41,30 +41,35 @@ SUMMARY_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10")
 _CHUNK_ELEMS = 1 << 21
 
 
+def pair_intersections(d_rles: list, g_rles: list, d_areas: np.ndarray) -> np.ndarray:
+    """Pixels shared by every pair of masks of one frame: float64 ``[len(d), len(g)]``.
+
+    pycocotools' crowd IoU is |d & g| / |d|; times |d| it gives exact integer counts.
+    """
+    frac = np.asarray(mask_utils.iou(d_rles, g_rles, [1] * len(g_rles)))
+    return np.rint(frac.reshape(len(d_rles), len(g_rles)) * d_areas[:, None])
+
+
 def video_iou(dts: list[Instance], gts: list[Instance], length: int) -> np.ndarray:
     """Spatio-temporal mask IoU ``[D, G]`` of the instances of one video.
 
-    Intersections come from pycocotools' crowd IoU (|d & g| / |d|) times |d| per frame, so
-    they are exact integers; unions are sum|d| + sum|g| - sum|d & g|.
+    Intersections are exact integers (:func:`pair_intersections`); unions are
+    sum|d| + sum|g| - sum|d & g|.
     """
     inter = np.zeros((len(dts), len(gts)), dtype=np.float64)
     if not dts or not gts:
         return inter
+    d_segs, g_segs = [d.segs for d in dts], [g.segs for g in gts]
+    d_areas = np.stack([d.areas for d in dts])  # [D, T]
     for t in range(length):
-        di = [i for i, d in enumerate(dts) if d.segs[t] is not None]
-        gi = [j for j, g in enumerate(gts) if g.segs[t] is not None]
+        di = [i for i, s in enumerate(d_segs) if s[t] is not None]
+        gi = [j for j, s in enumerate(g_segs) if s[t] is not None]
         if not di or not gi:
             continue
-        d_rles = [dts[i].segs[t] for i in di]
-        g_rles = [gts[j].segs[t] for j in gi]
-        frac = np.asarray(mask_utils.iou(d_rles, g_rles, [1] * len(gi))).reshape(len(di), len(gi))
-        area_d = np.array([dts[i].areas[t] for i in di])
-        inter[np.ix_(di, gi)] += np.rint(frac * area_d[:, None])
-    union = (
-        np.array([d.areas.sum() for d in dts])[:, None]
-        + np.array([g.areas.sum() for g in gts])[None, :]
-        - inter
-    )
+        inter[np.ix_(di, gi)] += pair_intersections(
+            [d_segs[i][t] for i in di], [g_segs[j][t] for j in gi], d_areas[di, t]
+        )
+    union = d_areas.sum(1)[:, None] + np.array([g.areas.sum() for g in gts])[None, :] - inter
     return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
 
 
@@ -139,8 +144,8 @@ class YTVISEval:
         workers: int = 1,
     ):
         tic = time.perf_counter()
-        self.gt = gt if isinstance(gt, GroundTruth) else load_gt(gt)
-        self.dts = check_results(load_results(results), self.gt)
+        self.gt = load_gt(gt)
+        self.dts = check_results(results, self.gt)
         self.timings = {"load_s": time.perf_counter() - tic}  # seconds per stage
         self.max_dets = tuple(sorted(max_dets))
         self.workers = int(workers)

@@ -312,3 +312,19 @@ def test_valid_file_gives_no_warning(base):
             base.ann_file, frames_root=base.frames_root, skip_bad_videos=True
         )
     assert len(index) == 4 and index.skipped == []
+
+
+@pytest.mark.parametrize("mutate", CASES, ids=[c.__name__[2:] for c in CASES])
+def test_evaluator_ground_truth_uses_the_same_validator(base, mutate):
+    """One validator: the evaluator's ground-truth loading rejects every fault above with
+    the loader's message (a ValueError naming the annotation, video and field)."""
+    from gmpvis.eval import load_gt
+
+    data = copy.deepcopy(base.data)
+    ann, pattern = mutate(data)
+    with pytest.raises(ValueError, match=pattern) as err:
+        load_gt(data)
+    assert f"annotation id {ann['id']}" in str(err.value)
+    assert f"video id {ann['video_id']}" in str(err.value)
+    assert "skip_bad_videos" not in str(err.value)  # a loader option, not the evaluator's
+    load_gt(base.data)  # the unmutated file loads

@@ -110,24 +110,40 @@ def test_segmentation_length_and_rle_size(case):
     gt, results, _ = case
     short = dict(results[1], segmentations=results[1]["segmentations"][:-1])
     _err(
-        gt, [results[0], short], r"result 1 \(video 3\): 'segmentations' has 3 entries .* 4 frames"
+        gt,
+        [results[0], short],
+        r"result 1 \(video 3\): 'segmentations' has 3 entries, the video has 4 frames",
     )
     seg = dict(results[2]["segmentations"][3], size=[W, H])
     wrong = dict(results[2], segmentations=[*results[2]["segmentations"][:3], seg])
-    _err(gt, [wrong], r"result 0 \(video 8\) frame 3: RLE size \[17, 13\] differs .*\[13, 17\]")
+    _err(
+        gt,
+        [wrong],
+        r"result 0 \(video 8\): segmentations\[3\]\.size \[17, 13\] differs .*\[13, 17\]",
+    )
     missing = {k: v for k, v in results[0].items() if k != "segmentations"}
     _err(gt, [results[1], missing], r"result 1: missing field 'segmentations'")
     garbage = dict(results[0], segmentations=[{"size": [H, W], "counts": 5}, None, None, None])
-    _err(gt, [garbage], r"result 0 \(video 3\) frame 0: RLE 'counts' must be a string")
+    _err(gt, [garbage], r"result 0 \(video 3\): segmentations\[0\]\.counts must be a string")
     uncompressed = {"size": [H, W], "counts": [H * W - 3, 3]}
     ok = evaluate(gt, [dict(results[0], segmentations=[uncompressed] + [None] * 3)])  # accepted
     assert 0.0 <= ok["AP"] < 1.0
     # The counts of a full 30x30 mask under a 13x17 size: 900 pixels cannot fit.
     bad_rle = {"size": [H, W], "counts": "0Tl0"}
     corrupt = dict(results[0], segmentations=[None, None, bad_rle, None])
-    _err(gt, [corrupt], r"result 0 \(video 3\) frame 2: RLE 'counts' decode to 900 pixels")
+    _err(
+        gt,
+        [corrupt],
+        r"result 0 \(video 3\): segmentations\[2\] compressed RLE counts covers 900 pixels, "
+        r"not H\*W = 221",
+    )
     runs = {"size": [H, W], "counts": [5, 3]}
-    _err(gt, [dict(results[0], segmentations=[runs] + [None] * 3)], r"runs sum to 8, not h\*w")
+    _err(
+        gt,
+        [dict(results[0], segmentations=[runs] + [None] * 3)],
+        r"result 0 \(video 3\): segmentations\[0\] uncompressed RLE counts sum to 8, "
+        r"not H\*W = 221",
+    )
 
 
 def test_truncated_and_non_json_files(case, tmp_path):
@@ -136,19 +152,19 @@ def test_truncated_and_non_json_files(case, tmp_path):
     write_results(results, full)
     cut = tmp_path / "cut.json"
     cut.write_text(full.read_text()[: len(full.read_text()) // 2])
-    _err(gt, cut, r"cut\.json: not valid JSON \(truncated\?\)")
+    _err(gt, cut, r"cut\.json is not valid JSON \(truncated\?\)")
     binary = tmp_path / "noise.json"
     binary.write_bytes(np.random.default_rng(0).integers(128, 256, 64, dtype=np.uint8).tobytes())
-    _err(gt, binary, r"noise\.json: not a UTF-8 text file")
+    _err(gt, binary, r"noise\.json is not valid JSON \(not UTF-8 text\)")
     obj = tmp_path / "obj.json"
     obj.write_text('{"video_id": 3}')
     _err(gt, obj, r"obj\.json: results must be a JSON list, got dict")
     gt_path = tmp_path / "gt.json"
     gt_path.write_text(json.dumps(gt)[:-7])
-    _err(gt_path, results, r"gt\.json: not valid JSON")
+    _err(gt_path, results, r"gt\.json is not valid JSON")
     fake_zip = tmp_path / "results.zip"
     fake_zip.write_text("not a zip")
-    _err(gt, fake_zip, r"results\.zip: not a valid zip file")
+    _err(gt, fake_zip, r"results\.zip is not a valid zip file")
 
 
 def test_bad_ground_truth(case):
@@ -156,7 +172,7 @@ def test_bad_ground_truth(case):
     ann = dict(gt["annotations"][0], video_id=4)
     _err(dict(gt, annotations=[ann]), results, r"annotations\[0\]: unknown video_id 4")
     ann = dict(gt["annotations"][1], areas=[1, 2])
-    _err(dict(gt, annotations=[ann]), results, r"annotations\[0\] \(video 3\): 'areas' must be")
+    _err(dict(gt, annotations=[ann]), results, r"annotations\[0\], video id 3\): 'areas' must be")
     _err({"videos": gt["videos"], "categories": gt["categories"]}, results, r"'annotations'")
 
 
@@ -177,4 +193,4 @@ def test_cli_prints_table_and_writes_json(case, tmp_path, capsys):
     bad = tmp_path / "bad.json"
     bad.write_text("[{")
     assert main(["--gt", str(gt_path), "--results", str(bad)]) == 2
-    assert "bad.json: not valid JSON" in capsys.readouterr().err
+    assert "bad.json is not valid JSON" in capsys.readouterr().err
