@@ -111,6 +111,7 @@ class DataConfig:
     holdout_fraction: float = 0.1
     split_seed: int = 0
     num_workers: int = 2
+    verify_frames: str = "auto"  # check every frame header up front: auto | true | false
 
 
 @dataclass
