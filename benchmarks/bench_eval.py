@@ -14,6 +14,8 @@ import argparse
 import json
 import os
 import platform
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -91,11 +93,12 @@ def naive_iou(dts, gts, length: int) -> np.ndarray:
     """Baseline: a straightforward per-pair, per-frame loop (one merge for the intersection,
     one for the union, pycocotools areas for frames where one side is null)."""
     out = np.zeros((len(dts), len(gts)))
-    for i, d in enumerate(dts):
-        for j, g in enumerate(gts):
+    d_segs, g_segs = [d.segs for d in dts], [g.segs for g in gts]
+    for i, ds in enumerate(d_segs):
+        for j, gs in enumerate(g_segs):
             inter = union = 0.0
             for t in range(length):
-                a, b = d.segs[t], g.segs[t]
+                a, b = ds[t], gs[t]
                 if a is not None and b is not None:
                     inter += float(mask_utils.area(mask_utils.merge([a, b], intersect=True)))
                     union += float(mask_utils.area(mask_utils.merge([a, b], intersect=False)))
@@ -120,6 +123,51 @@ def iou_speedup(ev: YTVISEval, videos: int) -> dict:
             "speedup": base_s / ours_s, "max_abs_diff": err}  # fmt: skip
 
 
+_RSS_SCRIPT = """
+import json, sys, time
+sys.path.insert(0, sys.argv[1])
+def rss():
+    status = dict(line.split(":", 1) for line in open("/proc/self/status"))
+    return {k: int(status[k].split()[0]) / 1024 for k in ("VmRSS", "VmHWM")}
+from gmpvis.eval import evaluate
+start = rss()
+tic = time.perf_counter()
+ap = evaluate(sys.argv[2], sys.argv[3])["AP"]
+seconds = time.perf_counter() - tic
+end = rss()
+print(json.dumps({"rss_after_import_mib": start["VmRSS"], "peak_rss_mib": end["VmHWM"],
+                  "peak_minus_import_mib": end["VmHWM"] - start["VmRSS"],
+                  "seconds": seconds, "AP": ap}))
+"""
+
+
+def measure_rss(gt_path: Path, res_path: Path, code_root: Path) -> dict:
+    """Peak RSS of ``evaluate(gt_path, res_path)`` in a fresh process importing ``gmpvis``
+    from ``code_root`` (Linux: reads /proc/self/status)."""
+    out = subprocess.run(
+        [sys.executable, "-c", _RSS_SCRIPT, str(code_root), str(gt_path), str(res_path)],
+        capture_output=True, text=True, check=True, cwd=tempfile.gettempdir(),
+    )  # fmt: skip
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def memory_record(args, h: int, w: int) -> dict:
+    gt, results = make_split(args.rss_videos, args.dets, args.frames, h, w, args.categories)
+    here = Path(__file__).resolve().parent.parent
+    with tempfile.TemporaryDirectory() as tmp:
+        gt_path = Path(tmp) / "gt.json"
+        gt_path.write_text(json.dumps(gt))
+        res_path = write_results(results, Path(tmp) / "results.json")
+        record = {"videos": args.rss_videos, "results_json_mib": res_path.stat().st_size / 2**20,
+                  "this_checkout": measure_rss(gt_path, res_path, here)}  # fmt: skip
+        if args.compare_with is not None:
+            record["compare_with"] = {
+                "code": args.compare_label or str(args.compare_with),
+                **measure_rss(gt_path, res_path, args.compare_with.resolve()),
+            }
+    return record
+
+
 def _timed(gt, results, workers: int = 1) -> tuple[dict, dict, YTVISEval]:
     tic = time.perf_counter()
     ev = YTVISEval(gt, results, workers=workers)
@@ -136,6 +184,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--categories", type=int, default=40)
     parser.add_argument("--workers", type=int, default=1, help="processes for the IoU stage")
     parser.add_argument("--baseline-videos", type=int, default=10, help="0 skips the baseline")
+    parser.add_argument("--rss-videos", type=int, default=37, help="0 skips the RSS check")
+    parser.add_argument("--compare-with", type=Path, default=None, help="older gmpvis checkout")
+    parser.add_argument("--compare-label", default=None, help="how to name it in the record")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "eval.json")
     args = parser.parse_args(argv)
     h, w = args.size
@@ -162,6 +213,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"IoU on the first {base['videos']} videos: {base['ours_s']:.3f} s vs "
               f"{base['naive_s']:.3f} s for a per-pair loop ({base['speedup']:.1f}x), "
               f"max |diff| {base['max_abs_diff']:.1e}")  # fmt: skip
+    rss = memory_record(args, h, w) if args.rss_videos > 0 else None
+    if rss:
+        for name in ("this_checkout", "compare_with"):
+            if name in rss:
+                m = rss[name]
+                print(f"RSS, {rss['results_json_mib']:.0f} MiB results.json ({name}): peak "
+                      f"{m['peak_rss_mib']:.0f} MiB, {m['peak_minus_import_mib']:.0f} MiB above "
+                      f"the imports; {m['seconds']:.2f} s")  # fmt: skip
     record = {
         "bench": "eval",
         "machine": platform.processor() or platform.machine(),
@@ -181,6 +240,7 @@ def main(argv: list[str] | None = None) -> int:
         "timings_from_files_s": files,
         "timings_in_memory_s": memory,
         "iou_baseline": base,
+        "memory": rss,
         "metrics": {k: v for k, v in metrics.items() if k != "per_category"},
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

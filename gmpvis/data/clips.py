@@ -12,8 +12,8 @@ import os
 
 import numpy as np
 import torch
-from PIL import Image
 
+from gmpvis.data.frame_files import read_frame, verify_wanted
 from gmpvis.data.split import split_videos
 from gmpvis.data.transforms import Normalize, build_eval_transforms, build_train_transforms
 from gmpvis.data.ytvis import YTVISAnnotations
@@ -60,25 +60,6 @@ def masks_to_boxes(masks: torch.Tensor) -> torch.Tensor:
     x1 = torch.where(cols, ar_w + 1, 0).amax(-1)
     box = torch.stack([(x0 + x1) / (2 * w), (y0 + y1) / (2 * h), (x1 - x0) / w, (y1 - y0) / h], -1)
     return torch.where(valid[..., None], box.float(), 0.0)
-
-
-def read_frame(path: str, expect_hw: tuple[int, int] | None = None, video: str = "") -> np.ndarray:
-    """One frame as uint8 ``[H, W, 3]``; a missing/unreadable/mis-sized file raises naming it
-    (and ``video``, a label such as "id 7")."""
-    where = f" (video {video})" if video else ""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"frame {path}{where} does not exist")
-    try:
-        with Image.open(path) as img:
-            arr = np.array(img.convert("RGB"))  # writable, for torch.from_numpy
-    except OSError as e:
-        raise ValueError(f"frame {path}{where} cannot be read as an image: {e}") from None
-    if expect_hw is not None and arr.shape[:2] != tuple(expect_hw):
-        raise ValueError(
-            f"frame {path}{where} is {arr.shape[0]}x{arr.shape[1]} (HxW) but the annotation "
-            f"says {expect_hw[0]}x{expect_hw[1]}"
-        )
-    return arr
 
 
 class YTVISDataset(torch.utils.data.Dataset):
@@ -210,6 +191,16 @@ class YTVISDataset(torch.utils.data.Dataset):
         return frames.float(), target
 
 
+def _check_training_split(ann: YTVISAnnotations) -> None:
+    if len(ann) == 0:
+        raise ValueError(f"{ann.source}: the training split has no videos")
+    if len(ann.ann_ids) == 0:
+        raise ValueError(
+            f"{ann.source}: the training split ({len(ann)} videos) has no annotations: nothing "
+            "to learn from (an inference file such as valid.json? a wrong data.ann_file?)"
+        )
+
+
 def build_dataset(
     data_cfg,
     split: str = "train",
@@ -226,6 +217,12 @@ def build_dataset(
     :meth:`YTVISAnnotations.load`. ``annotations``: the already-parsed file (then
     ``data_cfg.ann_file`` is not read again). ``video_ids``: the split's videos when the
     caller has already split them (``split_videos``), else they are computed here.
+
+    ``data_cfg.verify_frames`` ("auto", "true", "false"): open the header of every frame of
+    the index once, up front (auto: for datasets of at most
+    :data:`~gmpvis.data.frame_files.VERIFY_AUTO_MAX_FRAMES` frames); without it a bad frame
+    is named when a clip first reads it. A training split without videos or without a
+    single annotation is refused (ValueError): there would be nothing to learn from.
     """
     if split not in ("train", "holdout", "all"):
         raise ValueError(f"build_dataset: split must be train, holdout or all, got {split!r}")
@@ -234,10 +231,14 @@ def build_dataset(
     if ann is None:
         ann_file = data_cfg.ann_file or os.path.join(data_cfg.root, "annotations.json")
         ann = YTVISAnnotations.load(ann_file, frames_root=frames_root, cache_dir=cache_dir)
+    if verify_wanted(getattr(data_cfg, "verify_frames", "auto"), int(ann.lengths.sum())):
+        ann = ann.verify_frame_headers(frames_root)
     ids = video_ids
     if split != "all" and ids is None:
         tr, ho = split_videos(ann.video_ids, data_cfg.holdout_fraction, seed=data_cfg.split_seed)
         ids = tr if split == "train" else ho
+    if split == "train":
+        _check_training_split(ann if ids is None else ann.subset(ids))
     train = split == "train" if train is None else train
     tf = (
         build_train_transforms(data_cfg.scales, data_cfg.max_size)

@@ -14,9 +14,8 @@ from collections.abc import Iterator
 
 import numpy as np
 import torch
-from PIL import Image
 
-from gmpvis.data.clips import read_frame
+from gmpvis.data.frame_files import frame_size, read_frame
 from gmpvis.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from gmpvis.data.ytvis import YTVISAnnotations
 
@@ -65,17 +64,21 @@ class FrameFilesSource(VideoSource):
     def __init__(self, video_id: int, name: str, paths: list[str], height=None, width=None):
         if not paths:
             raise ValueError(f"video {name!r}: no frames")
+        # the size every frame must have: the annotation's, or else the first frame's
+        self.size_from = "the annotation"
         if height is None or width is None:
-            if not os.path.isfile(paths[0]):
-                raise FileNotFoundError(f"frame {paths[0]} (video {name!r}) does not exist")
-            with Image.open(paths[0]) as img:  # reads the header only
-                width, height = img.size
+            try:
+                height, width = frame_size(paths[0])
+            except (FileNotFoundError, ValueError) as e:
+                raise type(e)(f"{e} (video {name!r})") from None
+            self.size_from = f"its first frame {os.path.basename(paths[0])}"
         super().__init__(video_id, name, len(paths), height, width)
         self.paths = list(paths)
 
     def frames(self) -> Iterator[np.ndarray]:
+        label = f"id {self.video_id}, {self.name}"
         for p in self.paths:
-            yield read_frame(p, (self.height, self.width), f"id {self.video_id}, {self.name}")
+            yield read_frame(p, (self.height, self.width), label, self.size_from)
 
 
 class VideoFileSource(VideoSource):

@@ -20,6 +20,7 @@ import numpy as np
 import pycocotools.mask as mask_utils
 
 from gmpvis.data import json_io
+from gmpvis.data.frame_files import frame_header_problem
 from gmpvis.data.index_cache import cache_path, load_index, save_index
 from gmpvis.data.rle import decode_rles, polygon_to_rle
 from gmpvis.data.segments import SEG_NULL, SEG_POLY, SEG_RLE
@@ -186,10 +187,35 @@ class YTVISAnnotations:
         ]
         col = _Collector(self.source)
         check_frame_files(os.fspath(frames_root), videos, col)
-        problems = {k: v for k, v in col.problems.items() if v}
+        return self._drop({k: v for k, v in col.problems.items() if v}, skip_bad_videos)
+
+    def verify_frame_headers(
+        self, frames_root: str | os.PathLike, skip_bad_videos: bool = False
+    ) -> YTVISAnnotations:
+        """Open the header of every frame (not its pixels): each must be an image of its
+        video's size. A problem raises :class:`AnnotationError` naming the video and file
+        (or, with ``skip_bad_videos``, drops the video with a warning). Done once per index
+        and frames root."""
+        root = os.fspath(frames_root)
+        if getattr(self, "_headers_verified", None) == root:
+            return self
+        problems = {}
+        for i in range(len(self)):
+            hw = (int(self.heights[i]), int(self.widths[i]))
+            for t, name in enumerate(self.file_names(i)):
+                why = frame_header_problem(os.path.join(root, name), hw)
+                if why is not None:
+                    problems[i] = [f"video id {int(self.video_ids[i])}: file_names[{t}]: {why}"]
+                    break
+        out = self._drop(problems, skip_bad_videos)
+        out._headers_verified = root
+        return out
+
+    def _drop(self, problems: dict[int, list[str]], skip_bad_videos: bool) -> YTVISAnnotations:
+        """Raise on ``problems`` (video index -> messages), or drop those videos."""
         if not problems:
             return self
-        ids = [v["id"] for v in videos]
+        ids = [int(v) for v in self.video_ids]
         skipped = report_problems(self.source, problems, ids, [], skip_bad_videos, _SKIP_HINT)
         out = self.subset([v for i, v in enumerate(ids) if i not in problems])
         out.skipped = self.skipped + skipped

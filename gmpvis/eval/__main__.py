@@ -1,7 +1,8 @@
 """``python -m gmpvis.eval --gt GT.json --results results.json [--out metrics.json]``.
 
-Prints the metric table and the metrics as JSON; bad input exits with status 2 and one line
-naming the file / video / result index / field at fault.
+Prints the metric table and the metrics as JSON; bad input (a missing, unreadable or
+malformed file, an unwritable ``--out``) ends with one ``error: ...`` line naming the file /
+video / result index / field at fault, and exit status 2.
 """
 
 from __future__ import annotations
@@ -12,7 +13,13 @@ import sys
 import time
 from pathlib import Path
 
+from gmpvis.data.json_io import atomic_write
 from gmpvis.eval.ytvis_eval import evaluate, format_table
+
+
+def _fail(exc: BaseException) -> int:
+    print("error: " + " ".join(str(exc).split()), file=sys.stderr)
+    return 2
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,19 +30,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=1, help="processes for the IoU stage")
     args = parser.parse_args(argv)
     start = time.perf_counter()
+    if args.workers < 1:
+        return _fail(ValueError(f"--workers: expected an integer >= 1, got {args.workers}"))
     try:
         metrics = evaluate(args.gt, args.results, workers=args.workers)
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    except (ValueError, OSError) as exc:
+        return _fail(exc)
     print(format_table(metrics))
     print(f"\n(evaluated in {time.perf_counter() - start:.2f} s)")
     text = json.dumps(metrics, indent=2)
     print(text)
     if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(text + "\n")
+        try:
+            atomic_write(Path(args.out), text + "\n")
+        except OSError as exc:
+            return _fail(OSError(f"cannot write --out {args.out}: {exc}"))
     return 0
 
 

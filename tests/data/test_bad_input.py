@@ -109,6 +109,12 @@ def m_poly_nan(d):
     return a, rf"segmentations\[{t}\] polygon coordinates must be finite"
 
 
+def m_poly_huge(d):
+    a, t = _seg(d, "poly")
+    a["segmentations"][t][0][1] = 1e12  # rasterising it would need terabytes (segfault)
+    return a, rf"segmentations\[{t}\] polygon coordinate 1e\+12 is too far outside the"
+
+
 def m_seg_type(d):
     a = d["annotations"][-1]
     a["segmentations"][0] = "mask.png"
@@ -151,6 +157,7 @@ CASES = [
     m_rle_counts_type,
     m_poly_odd,
     m_poly_nan,
+    m_poly_huge,
     m_seg_type,
     m_category,
     m_dup_ann,
@@ -328,3 +335,89 @@ def test_evaluator_ground_truth_uses_the_same_validator(base, mutate):
     assert f"video id {ann['video_id']}" in str(err.value)
     assert "skip_bad_videos" not in str(err.value)  # a loader option, not the evaluator's
     load_gt(base.data)  # the unmutated file loads
+
+
+def _cfg(root, **kw):
+    from types import SimpleNamespace
+
+    base = dict(root=root, ann_file="", clip_len=2, max_gap=2, scales=[24], max_size=48,
+                holdout_fraction=0.0, split_seed=0)  # fmt: skip
+    return SimpleNamespace(**{**base, **kw})
+
+
+def test_frame_headers_checked_up_front(base):
+    from PIL import Image
+
+    from gmpvis.data import build_dataset
+
+    v = base.data["videos"][2]
+    wrong = os.path.join(base.frames_root, v["file_names"][-1])
+    Image.fromarray(np.zeros((5, 7, 3), np.uint8)).save(wrong)
+    pattern = rf"video id {v['id']}: file_names\[{v['length'] - 1}\]: frame {wrong} is 5x7"
+    for setting in ("true", "auto"):  # auto: a small dataset is checked
+        with pytest.raises(AnnotationError, match=pattern):
+            build_dataset(_cfg(base.root, verify_frames=setting), "train")
+    ds = build_dataset(_cfg(base.root, verify_frames="false"), "train")  # late, but named
+    i = int(np.flatnonzero(ds.ann.video_ids == v["id"])[0])
+    ds.clip_len = v["length"]
+    with pytest.raises(ValueError, match=rf"{wrong} \(video id {v['id']}\) is 5x7"):
+        ds[i]
+    with pytest.raises(ValueError, match="verify_frames: expected auto, true or false"):
+        build_dataset(_cfg(base.root, verify_frames="sometimes"), "train")
+    with pytest.warns(UserWarning, match="skipped 1 bad video"):
+        index = YTVISAnnotations.load(base.ann_file).verify_frame_headers(
+            base.frames_root, skip_bad_videos=True
+        )
+    assert v["id"] not in index.video_ids and len(index) == 3
+
+
+def test_frame_header_check_auto_skips_large_datasets(base, monkeypatch):
+    import gmpvis.data.frame_files as ff
+    from gmpvis.data import build_dataset
+
+    calls = []
+    monkeypatch.setattr(YTVISAnnotations, "verify_frame_headers", lambda self, r: calls.append(r))
+    monkeypatch.setattr(ff, "VERIFY_AUTO_MAX_FRAMES", 3)
+    build_dataset(_cfg(base.root, verify_frames="auto"), "train")
+    assert calls == []
+    build_dataset(_cfg(base.root), "train")  # a config without the field: auto
+    assert calls == []
+
+
+def test_empty_training_split_is_refused(base, tmp_path):
+    from gmpvis.data import build_dataset
+
+    data = copy.deepcopy(base.data)
+    data["annotations"] = []
+    os.symlink(base.frames_root, tmp_path / "JPEGImages")
+    path = _write(tmp_path, data, "annotations.json")
+    with pytest.raises(ValueError, match=r"training split \(4 videos\) has no annotations"):
+        build_dataset(_cfg(str(tmp_path)), "train")
+    index = YTVISAnnotations.load(path)
+    assert len(build_dataset(_cfg(str(tmp_path)), "all", annotations=index)) == 4  # not train
+    with pytest.raises(ValueError, match="training split has no videos"):
+        build_dataset(_cfg(str(tmp_path)), "train", annotations=index, video_ids=[])
+
+
+def test_videos_of_300_frames(tmp_path):
+    """pycocotools' area() raises OverflowError from 256 RLEs on: the loader, its export and
+    the evaluator's ground truth never call it on many masks."""
+    from gmpvis.eval import evaluate, load_gt, make_result
+
+    rng = np.random.default_rng(3)
+    masks = rng.random((300, 6, 5)) < 0.5
+    r = make_result(1, 1, 1.0, masks)
+    data = {
+        "videos": [{"id": 1, "height": 6, "width": 5, "length": 300,
+                    "file_names": [f"v/{t}.jpg" for t in range(300)]}],
+        "categories": [{"id": 1, "name": "x"}],
+        "annotations": [{"id": 1, "video_id": 1, "category_id": 1, "iscrowd": 0,
+                         "segmentations": r["segmentations"]}],
+    }  # fmt: skip
+    index = YTVISAnnotations.from_dict(data)
+    got = index.decode_masks(index.annotations_of(0), np.arange(300), 0)
+    np.testing.assert_array_equal(got[0], masks)
+    gt = index.to_dict()
+    assert gt["annotations"][0]["areas"] == [int(m.sum()) or None for m in masks]
+    np.testing.assert_array_equal(load_gt(gt).annotations[0].areas, masks.reshape(300, -1).sum(1))
+    assert evaluate(gt, [r])["AP"] == pytest.approx(1.0)

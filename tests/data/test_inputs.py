@@ -106,6 +106,9 @@ def test_frame_folder_size_change_is_named(tmp_path):
     [src] = read_frame_folder(folder)
     with pytest.raises(ValueError, match=r"2\.png \(video id 0, clip\) is 9x12"):
         list(src.frames())
+    # no annotation here: the expected size is the first frame's, and the message says so
+    with pytest.raises(ValueError, match=r"is 9x12 \(HxW\) but its first frame 0\.png says 10x12"):
+        list(src.frames())
 
 
 @pytest.mark.parametrize("codec,ext,pix", [("ffv1", "mkv", "bgr0"), ("png", "mov", "rgb24")])

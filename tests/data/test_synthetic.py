@@ -191,3 +191,60 @@ def test_cli_writes_dataset_and_gif(tmp_path):
     assert len(data["videos"]) == 2
     with Image.open(tmp_path / "show" / "vid0000.gif") as gif:
         assert gif.n_frames == 6 and gif.size == (48, 40)
+
+
+def test_300_frames(tmp_path):
+    """pycocotools' area() overflows on >= 256 RLEs; the writer counts mask pixels itself."""
+    ann = generate_dataset(tmp_path, 1, num_frames=300, height=16, width=20, difficulty="easy")
+    data = json.loads(ann.read_text())
+    a = max(data["annotations"], key=lambda a: sum(s is not None for s in a["segmentations"]))
+    assert sum(s is not None for s in a["segmentations"]) >= 256
+    for seg, area in zip(a["segmentations"], a["areas"], strict=True):
+        assert (seg is None and area is None) or mask_utils.decode(seg).sum() == area > 0
+
+
+def test_annotations_written_atomically_and_checked_before_reuse(tmp_path):
+    from gmpvis.data.synthetic import dataset_problem, ensure_dataset
+
+    args = dict(num_frames=3, height=20, width=24, difficulty="easy", seed=4)
+    ann = ensure_dataset(tmp_path, 2, **args)
+    first = ann.read_bytes()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp file
+    mtime = ann.stat().st_mtime_ns
+    assert ensure_dataset(tmp_path, 2, **args) == ann and ann.stat().st_mtime_ns == mtime
+    ann.write_bytes(first[: len(first) // 2])  # a write cut short
+    assert "not valid JSON (truncated?)" in dataset_problem(ann, num_videos=2, **args)
+    with pytest.warns(UserWarning, match="regenerating the synthetic dataset: .*truncated"):
+        ensure_dataset(tmp_path, 2, **args)
+    assert ann.read_bytes() == first
+    assert "num_videos=2, not 3" in dataset_problem(ann, num_videos=3, **args)
+    assert "seed=4, not 5" in dataset_problem(ann, num_videos=2, **dict(args, seed=5))
+    (tmp_path / "JPEGImages" / "vid0001" / "00002.jpg").unlink()
+    assert "00002.jpg is missing" in dataset_problem(ann, num_videos=2, **args)
+    with pytest.warns(UserWarning, match="regenerating"):
+        ensure_dataset(tmp_path, 2, **args)
+    assert dataset_problem(ann, num_videos=2, **args) is None
+
+
+@pytest.mark.parametrize(
+    "argv,text",
+    [
+        (["--videos", "0"], "--videos: expected an integer >= 1, got 0"),
+        (["--frames", "-2"], "--frames: expected an integer >= 1, got -2"),
+        (["--height", "8"], "--height: expected an integer >= 16, got 8"),
+        (["--jpeg-quality", "101"], "--jpeg-quality: expected an integer in [1, 100], got 101"),
+    ],
+)
+def test_cli_bad_arguments_end_with_one_line(tmp_path, capsys, argv, text):
+    assert cli_main(["--out", str(tmp_path / "d"), *argv]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: {text}\n"
+    assert not (tmp_path / "d").exists()
+
+
+def test_cli_unwritable_output_ends_with_one_line(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert cli_main(["--out", str(blocker / "d"), "--videos", "1", "--frames", "2"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "file/d" in err

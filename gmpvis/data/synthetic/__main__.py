@@ -1,9 +1,13 @@
-"""``python -m gmpvis.data.synthetic --out DIR --videos N [--difficulty hard] [--show]``."""
+"""``python -m gmpvis.data.synthetic --out DIR --videos N [--difficulty hard] [--show]``.
+
+Bad arguments and unwritable outputs end with one ``error: ...`` line and exit status 2.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -34,7 +38,28 @@ def show_videos(ann_path: Path, count: int, fps: float = 4.0) -> list[Path]:
     return paths
 
 
-def main(argv: list[str] | None = None) -> None:
+# (flag, attribute, smallest value, largest value or None)
+_RANGES = [
+    ("--videos", "videos", 1, None),
+    ("--frames", "frames", 1, None),
+    ("--height", "height", 16, None),
+    ("--width", "width", 16, None),
+    ("--min-area", "min_area", 0, None),
+    ("--jpeg-quality", "jpeg_quality", 1, 100),
+    ("--show", "show", 0, None),
+]
+
+
+def _range_error(args) -> str | None:
+    for flag, attr, lo, hi in _RANGES:
+        value = getattr(args, attr)
+        if value < lo or (hi is not None and value > hi):
+            bound = f"in [{lo}, {hi}]" if hi is not None else f">= {lo}"
+            return f"{flag}: expected an integer {bound}, got {value}"
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m gmpvis.data.synthetic",
         description="Write a synthetic YouTube-VIS dataset of moving textured shapes.",
@@ -58,23 +83,32 @@ def main(argv: list[str] | None = None) -> None:
         help="also write overlay GIFs of the first K videos (default 1) to <out>/show/",
     )
     args = p.parse_args(argv)
+    error = _range_error(args)
+    if error is not None:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     start = time.perf_counter()
-    ann_path = generate_dataset(
-        args.out,
-        args.videos,
-        num_frames=args.frames,
-        height=args.height,
-        width=args.width,
-        difficulty=args.difficulty,
-        seed=args.seed,
-        min_area=args.min_area,
-        jpeg_quality=args.jpeg_quality,
-        progress=True,
-    )
-    print(f"wrote {ann_path} ({args.videos} videos) in {time.perf_counter() - start:.1f}s")
-    for path in show_videos(ann_path, args.show):
-        print(f"wrote {path}")
+    try:
+        ann_path = generate_dataset(
+            args.out,
+            args.videos,
+            num_frames=args.frames,
+            height=args.height,
+            width=args.width,
+            difficulty=args.difficulty,
+            seed=args.seed,
+            min_area=args.min_area,
+            jpeg_quality=args.jpeg_quality,
+            progress=True,
+        )
+        print(f"wrote {ann_path} ({args.videos} videos) in {time.perf_counter() - start:.1f}s")
+        for path in show_videos(ann_path, args.show):
+            print(f"wrote {path}")
+    except (ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
