@@ -29,6 +29,7 @@ AMP_MODES = tuple(AMP_DTYPES)
 INFER_MODES = ("online", "offline")
 KERNEL_BACKENDS = ("", "auto", "triton", "torch")
 OVERLAY_FORMATS = ("png", "gif", "mp4")
+ASSOCIATIONS = ("graph", "cosine", "iou")  # gmpvis.association.associate
 
 
 @dataclass
@@ -61,15 +62,13 @@ class ModelConfig:
     mask_dim: int = 256  # mask embedding / pixel feature size
     mask_stride: int = 4  # 4 or 8: output stride of the mask logits
     aux_loss: bool = True  # outputs of every decoder layer
-    # graph matching head
-    gm_cross_layers: int = 1  # cross-graph attention layers refining node features
+    # graph matching head (gmpvis.association.head)
+    gm_hidden: int = 32  # width of the MLP on node-pair evidence
     gm_edge_dim: int = 16  # c: size of the edge features fed to gm_affinity
     gm_iters: int = 3  # graduated-assignment outer iterations
-    gm_lambda: float = 0.5  # weight of the quadratic term Q(S)
-    gm_sigma: float = 1.0  # Gaussian edge-affinity bandwidth
-    sinkhorn_iters: int = 10
-    sinkhorn_tau: float = 0.1  # temperature of the Sinkhorn normalisation
-    gm_dustbin: float = 0.0  # fixed dustbin score; the head learns a bias on the real scores
+    gm_lambda: float = 0.5  # initial weight of the quadratic term Q(S); 0: no quadratic term
+    sinkhorn_iters: int = 50
+    sinkhorn_tau: float = 1.0  # temperature of the Sinkhorn normalisation
 
 
 @dataclass
@@ -86,11 +85,15 @@ class LossConfig:
     giou_weight: float = 2.0
     mask_weight: float = 5.0
     dice_weight: float = 5.0
-    match_weight: float = 1.0  # L_match (graph-level association loss)
-    match_dustbin_weight: float = 1.0  # weight of the dustbin NLL term inside L_match
+    match_weight: float = 1.0  # L_match on the tracker's graphs (gmpvis.association.graphs)
+    match_window: int = 8  # frames before the query frame a track memory is built from
+    match_max_gap: int = 5  # a track's last sighting is 1..this many frames back
+    match_drop: float = 0.2  # chance an earlier sighting is dropped (a missed detection)
+    match_spurious: int = 2  # at most this many tracks from unmatched proposals per graph
+    contrastive_weight: float = 1.0  # multi-positive InfoNCE on the instance embeddings
+    contrastive_tau: float = 0.1
     focal_alpha: float = 0.25
     focal_gamma: float = 2.0
-    gm_distractors: int = 2  # unmatched high-score proposals added per graph as distractors
 
 
 @dataclass
@@ -104,6 +107,9 @@ class DataConfig:
     synthetic_frames: int = 12
     synthetic_difficulty: str = "easy"
     synthetic_size: tuple[int, int] = (128, 128)  # (H, W)
+    # a fresh synthetic video per training sample, a pure function of (split_seed, index)
+    synthetic_stream: bool = False
+    synthetic_mix: list[str] = field(default_factory=lambda: ["easy", "medium", "hard"])
     clip_len: int = 3
     max_gap: int = 3  # largest index gap between consecutive sampled frames
     scales: list[int] = field(default_factory=lambda: [288, 320, 352, 384, 416, 448, 480])
@@ -145,11 +151,18 @@ class TrackerConfig:
     # tracks by score, so a low bar costs little precision and keeps recall.
     det_threshold: float = 0.05  # proposals below this max class probability are ignored
     birth_threshold: float = 0.1  # an unmatched proposal above this starts a track
-    match_threshold: float = 0.01  # least assignment probability of an accepted match
-    birth_max_overlap: float = 0.5  # box IoU with a matched proposal above which none is born
+    association: str = "graph"  # one of ASSOCIATIONS (gmpvis.association.associate)
+    match_threshold: float = 0.2  # graph: least assignment probability of an accepted match
+    cosine_threshold: float = 0.5  # cosine: least embedding cosine of an accepted match
+    iou_threshold: float = 0.3  # iou: least IoU of predicted and proposal box
+    confirm_hits: int = 2  # a new track is tentative until seen this many times
+    # no birth where a proposal overlaps a matched proposal or a live track's predicted box
+    birth_max_overlap: float = 0.5
     nms_iou: float = 0.6  # box IoU above which the weaker of two proposals is dropped
     max_missing: int = 5  # frames a track survives unmatched (occlusion) before it ends
     embed_history: int = 5  # a track's node embedding: mean of its last this many embeddings
+    motion_pos_std: float = 0.05  # Kalman noise on the box, relative to its size
+    motion_vel_std: float = 0.02  # Kalman noise on the box velocity, relative to its size
     max_proposals: int = 20  # per frame, after thresholding (largest scores first)
     # live tracks in one association graph; the Triton sinkhorn holds at most 127 nodes a side
     # with the dustbin, so beyond this the longest-missing tracks end early
@@ -210,6 +223,14 @@ SECTIONS = {
 MACHINE_SECTIONS = ("infer", "runtime")
 # Fields renamed since older checkpoints were written: old key -> new key.
 RENAMED_FIELDS = {"tracker.memory": "tracker.embed_history"}
+# Fields of older checkpoints that no longer exist (the first graph matching head's).
+DROPPED_FIELDS = {
+    "model.gm_cross_layers",
+    "model.gm_sigma",
+    "model.gm_dustbin",
+    "loss.gm_distractors",
+    "loss.match_dustbin_weight",
+}
 
 # Preset = dict of "section.field" -> value applied over the dataclass defaults.
 PRESETS: dict[str, dict[str, Any]] = {
@@ -235,7 +256,6 @@ PRESETS: dict[str, dict[str, Any]] = {
         "model.mask_dim": 32,
         "model.mask_stride": 4,  # objects are ~15-25 px at 128 px: stride 8 would be 2-3 cells
         "model.gm_edge_dim": 8,
-        "model.sinkhorn_iters": 5,
         "data.synthetic": True,
         "data.synthetic_videos": 48,
         "data.synthetic_frames": 8,
@@ -375,6 +395,7 @@ def _unit(x: float) -> bool:
 def validate(cfg: Config) -> Config:
     """Check enumerations and ranges; ValueError naming the field at fault."""
     m, t, d, k, i, r = cfg.model, cfg.train, cfg.data, cfg.tracker, cfg.infer, cfg.runtime
+    l = cfg.loss
     checks = [
         (m.backbone in BACKBONES, "model.backbone", f"one of {BACKBONES}", m.backbone),
         (m.mask_stride in (4, 8), "model.mask_stride", "4 or 8", m.mask_stride),
@@ -393,12 +414,18 @@ def validate(cfg: Config) -> Config:
         (m.num_memory_tokens >= 0, "model.num_memory_tokens", ">= 0", m.num_memory_tokens),
         (m.memory_frames >= 1, "model.memory_frames", ">= 1", m.memory_frames),
         (m.sinkhorn_tau > 0, "model.sinkhorn_tau", "> 0", m.sinkhorn_tau),
-        (m.gm_sigma > 0, "model.gm_sigma", "> 0", m.gm_sigma),
+        (m.gm_lambda >= 0, "model.gm_lambda", ">= 0", m.gm_lambda),
+        (m.sinkhorn_iters >= 1, "model.sinkhorn_iters", ">= 1", m.sinkhorn_iters),
         (0.0 <= m.dropout < 1.0, "model.dropout", "in [0, 1)", m.dropout),
         (d.clip_len >= 1, "data.clip_len", ">= 1", d.clip_len),
         (len(d.scales) > 0, "data.scales", "non-empty", d.scales),
         (0.0 <= d.holdout_fraction < 1.0, "data.holdout_fraction", "in [0, 1)", d.holdout_fraction),
         (d.num_workers >= 0, "data.num_workers", ">= 0", d.num_workers),
+        (len(d.synthetic_mix) > 0, "data.synthetic_mix", "non-empty", d.synthetic_mix),
+        (l.match_max_gap >= 1, "loss.match_max_gap", ">= 1", l.match_max_gap),
+        (l.match_window >= 1, "loss.match_window", ">= 1", l.match_window),
+        (0 <= l.match_drop < 1, "loss.match_drop", "in [0, 1)", l.match_drop),
+        (l.contrastive_tau > 0, "loss.contrastive_tau", "> 0", l.contrastive_tau),
         (t.amp in AMP_MODES, "train.amp", f"one of {AMP_MODES}", t.amp),
         (t.batch_size >= 1, "train.batch_size", ">= 1", t.batch_size),
         (t.lr >= 0, "train.lr", ">= 0", t.lr),
@@ -419,6 +446,20 @@ def validate(cfg: Config) -> Config:
             k.birth_max_overlap,
         ),
         (_unit(k.nms_iou), "tracker.nms_iou", "in [0, 1]", k.nms_iou),
+        (
+            k.association in ASSOCIATIONS,
+            "tracker.association",
+            f"one of {ASSOCIATIONS}",
+            k.association,
+        ),
+        (
+            -1.0 <= k.cosine_threshold <= 1.0,
+            "tracker.cosine_threshold",
+            "in [-1, 1]",
+            k.cosine_threshold,
+        ),
+        (_unit(k.iou_threshold), "tracker.iou_threshold", "in [0, 1]", k.iou_threshold),
+        (k.confirm_hits >= 1, "tracker.confirm_hits", ">= 1", k.confirm_hits),
         (k.max_missing >= 0, "tracker.max_missing", ">= 0", k.max_missing),
         (k.embed_history >= 1, "tracker.embed_history", ">= 1", k.embed_history),
         (k.max_proposals >= 1, "tracker.max_proposals", ">= 1", k.max_proposals),
@@ -481,7 +522,8 @@ def config_from_dict(data: dict[str, dict[str, Any]]) -> Config:
             raise ValueError(f"config dict: section {section!r} must be a dict")
         for name, value in values.items():
             key = f"{section}.{name}"
-            set_field(cfg, RENAMED_FIELDS.get(key, key), value)
+            if key not in DROPPED_FIELDS:
+                set_field(cfg, RENAMED_FIELDS.get(key, key), value)
     return validate(cfg)
 
 

@@ -14,11 +14,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
+from pycocotools import mask as mask_utils
 
 from gmpvis.data.inputs import VideoSource
 from gmpvis.data.transforms import IMAGENET_MEAN, IMAGENET_STD, resized_hw
-
-OUTPUT_KEYS = ("pred_logits", "pred_boxes", "pred_embeds", "pred_masks")
 
 
 class FrameReadError(ValueError):
@@ -92,13 +91,28 @@ class FrameProposals:
 
     logits ``[Nq, C]``, boxes ``[Nq, 4]`` (cxcywh in [0, 1]), embeds ``[Nq, E]``;
     ``mask_fn(indices [n]) -> [n, H, W]`` bool masks at the video's original size, decoded
-    only for the proposals the tracker keeps.
+    only for the proposals the tracker keeps (or ``rle_fn(indices) -> [RLE]`` when the
+    masks are already encoded, as in the experiments' caches).
     """
 
     logits: torch.Tensor
     boxes: torch.Tensor
     embeds: torch.Tensor
-    mask_fn: Callable[[torch.Tensor], torch.Tensor]
+    mask_fn: Callable[[torch.Tensor], torch.Tensor] | None = None
+    rle_fn: Callable[[torch.Tensor], list[dict]] | None = None
+
+    def rles(self, indices: torch.Tensor) -> list[dict]:
+        """Compressed RLEs (``counts`` as str) of the proposals ``indices``."""
+        if self.rle_fn is not None:
+            return self.rle_fn(indices)
+        return [encode_mask(m) for m in self.mask_fn(indices)]
+
+
+def encode_mask(mask: torch.Tensor) -> dict:
+    """``[H, W]`` bool -> compressed RLE with ``counts`` as str (results format)."""
+    rle = mask_utils.encode(np.asfortranarray(mask.cpu().numpy().astype(np.uint8)))
+    rle["counts"] = rle["counts"].decode("ascii")
+    return rle
 
 
 def mask_decoder(mask_logits: torch.Tensor, input_hw: tuple[int, int], orig_hw: tuple[int, int]):

@@ -5,9 +5,10 @@ frames that overlap by ``overlap`` frames (clip starts ``0, s, 2s, ...`` with
 ``s = clip_len - overlap``). Each clip runs through the model in clip mode (temporal
 aggregation over the whole clip) and an :class:`OnlineTracker` links its proposals into
 clip tracks (the same loop as online inference, :func:`track_outputs`). Clip tracks are then
-stitched to the video's tracks with the same graph matching head: nodes are a video track
-(its node embedding, its last box) and a clip track (mean embedding over its first
-``overlap + 1`` frames, its first box); pairs are accepted by the tracker's rule
+stitched to the video's tracks with the same association function: nodes are a video track
+(its memory, motion predicted to the clip's first frame) and a clip track (mean embedding
+over its first ``overlap + 1`` frames, its first box, its mean score); pairs are accepted by
+the tracker's rule
 (:func:`accept_matches`). Frames already covered by the previous clip keep their masks; an
 unmatched clip track starts a video track unless it lives only in the overlap (the previous
 clip already had its chance to track it). Only ``clip_len`` frames are held at a time, so
@@ -22,38 +23,56 @@ from collections.abc import Iterable
 import numpy as np
 import torch
 
+from gmpvis.association import proposal_nodes, track_nodes
+from gmpvis.association.associate import ScoreFn
 from gmpvis.config import TrackerConfig
-from gmpvis.infer.frames import OUTPUT_KEYS, FrameOutput, FramePreprocessor
+from gmpvis.infer.frames import FrameOutput, FramePreprocessor
 from gmpvis.infer.online import track_outputs
 from gmpvis.infer.stepper import Stepper
 from gmpvis.infer.timing import LatencyStats
-from gmpvis.infer.tracker import AssociateFn, OnlineTracker, Track, accept_matches
+from gmpvis.infer.tracker import (
+    OnlineTracker,
+    Track,
+    accept_matches,
+    match_threshold,
+    memory_spec,
+)
+from gmpvis.model.gmpvis_model import OUTPUT_KEYS
 
 
-def clip_node(track: Track, overlap: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """A clip track's node: mean embedding ``[E]`` of its first ``overlap + 1`` frames and
-    its first box ``[4]``."""
-    first = sorted(track.recent, key=lambda o: o.frame)[: overlap + 1]
-    return torch.stack([o.embed for o in first]).mean(0), first[0].box
+def clip_node(track: Track, overlap: int) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """A clip track as a node: mean embedding ``[E]`` of its first ``overlap + 1`` frames,
+    its first box ``[4]`` and its mean score."""
+    ts = sorted(track.observations)
+    first = [track.observations[t] for t in ts[: overlap + 1]]
+    embed = torch.stack([o.embed for o in first]).mean(0)
+    score = sum(o.score for o in first) / len(first)
+    return embed, first[0].box, score
 
 
 class ClipStitcher:
     """Joins clip tracks into video tracks (see the module docstring)."""
 
-    def __init__(self, associate: AssociateFn, cfg: TrackerConfig | None = None) -> None:
+    def __init__(self, associate: ScoreFn, cfg: TrackerConfig | None = None) -> None:
         self.associate = associate
         self.cfg = cfg or TrackerConfig()
+        self.spec = memory_spec(self.cfg)
+        self.threshold = match_threshold(self.cfg)
         self.tracks: list[Track] = []
         self.covered = 0  # frames [0, covered) already processed by earlier clips
 
-    def _extend(self, track: Track, clip_track: Track) -> None:
-        for obs in sorted(clip_track.recent, key=lambda o: o.frame):
-            track.add(obs, clip_track.frames[obs.frame])
+    @staticmethod
+    def _extend(track: Track, clip_track: Track) -> None:
+        for t in sorted(clip_track.observations):
+            track.add(t, clip_track.observations[t], clip_track.frames[t])
 
     def _new_track(self, clip_track: Track) -> None:
+        ts = sorted(clip_track.observations)
+        t0 = ts[0]
         track = Track.start(
-            len(self.tracks) + 1, self.cfg.embed_history, clip_track.prob_sum.numel()
-        )
+            len(self.tracks) + 1, t0, clip_track.observations[t0], clip_track.frames[t0],
+            self.spec, confirmed=True,
+        )  # fmt: skip
         self._extend(track, clip_track)
         self.tracks.append(track)
 
@@ -61,7 +80,7 @@ class ClipStitcher:
     def add_clip(self, clip_tracks: list[Track], start: int, end: int, overlap: int) -> None:
         """Stitch the tracks of the clip covering video frames ``[start, end)``."""
         cfg = self.cfg
-        clip_tracks = [ct for ct in clip_tracks if ct.frames]
+        clip_tracks = [ct for ct in clip_tracks if ct.observations]
         # candidates: video tracks seen recently enough to be the same object
         cands = [tr for tr in self.tracks if start - tr.last_frame <= cfg.max_missing + 1]
         # one graph holds at most max_live_tracks nodes a side (the Triton sinkhorn's limit):
@@ -70,18 +89,23 @@ class ClipStitcher:
         joinable = clip_tracks[: cfg.max_live_tracks]
         matches: dict[int, Track] = {}
         if cands and joinable:
+            for tr in cands:
+                tr.memory.advance_to(start)
             nodes = [clip_node(ct, overlap) for ct in joinable]
-            e1 = torch.stack([tr.node_embed(cfg.embed_history) for tr in cands])[None]
-            b1 = torch.stack([tr.box for tr in cands])[None]
-            e2 = torch.stack([n[0] for n in nodes])[None]
-            b2 = torch.stack([n[1] for n in nodes])[None]
-            soft = self.associate(e1, b1, e2, b2)[0, : len(cands), : len(joinable)]
-            for r, c in accept_matches(soft, cfg.match_threshold).items():
+            E = nodes[0][0].shape[-1]
+            tracks = track_nodes([[tr.memory for tr in cands]], E, nodes[0][0].device)
+            props = proposal_nodes(
+                [torch.stack([n[0] for n in nodes])],
+                [torch.stack([n[1] for n in nodes])],
+                [torch.tensor([n[2] for n in nodes])],
+            )
+            scores = self.associate(tracks, props)[0, : len(cands), : len(joinable)]
+            for r, c in accept_matches(scores, self.threshold).items():
                 matches[c] = cands[r]
         for c, ct in enumerate(clip_tracks):
             if c in matches:
                 self._extend(matches[c], ct)
-            elif max(ct.frames) >= self.covered:
+            elif max(ct.observations) >= self.covered:
                 self._new_track(ct)
         self.covered = max(self.covered, end)
 
@@ -143,7 +167,9 @@ def track_offline(
         if stepper.device.type == "cuda":  # offline favours accuracy over latency: honest timing
             torch.cuda.synchronize(stepper.device)
         model_ms = (time.perf_counter() - tm) * 1e3
-        tracker = OnlineTracker(stitcher.associate, stitcher.cfg, keep=len(buf), first_frame=start)
+        tracker = OnlineTracker(
+            stitcher.associate, stitcher.cfg, first_frame=start, keep_observations=True
+        )
         track_outputs(tracker, outputs, orig_hw)
         clip_tracks = sorted(tracker.tracks, key=lambda tr: tr.track_id)  # birth order
         stitcher.add_clip(clip_tracks, start, start + len(buf), overlap)

@@ -19,10 +19,11 @@ from collections.abc import Iterable, Iterator
 import numpy as np
 import torch
 
-from gmpvis.infer.frames import OUTPUT_KEYS, FrameOutput, FramePreprocessor, proposals
+from gmpvis.infer.frames import FrameOutput, FramePreprocessor, proposals
 from gmpvis.infer.stepper import Stepper
 from gmpvis.infer.timing import LatencyStats, ModelTimer
 from gmpvis.infer.tracker import OnlineTracker
+from gmpvis.model.gmpvis_model import OUTPUT_KEYS
 
 
 def track_outputs(

@@ -1,14 +1,22 @@
 """Tracks, and associating proposals to them: the online tracker and the shared match rule.
 
 Per frame the model gives ``Nq`` proposals (class logits, box, mask logits, instance
-embedding). :class:`OnlineTracker` keeps the confident ones (score >= ``det_threshold``,
-duplicates removed by box NMS), then solves a graph matching between the live tracks (nodes:
-each track's node embedding and its last box) and the proposals with ``associate`` (the
-model's graph matching head: soft assignment with a dustbin). :func:`accept_matches` reads
-pairs off the soft assignment (Hungarian, then ``match_threshold``); the offline stitcher
-uses the same rule. Unmatched proposals scoring at least ``birth_threshold`` and overlapping
-no matched proposal (box IoU above ``birth_max_overlap``) start tracks; a track unmatched
-for more than ``max_missing`` frames ends.
+embedding). :class:`OnlineTracker`:
+
+1. keeps the proposals :func:`select_proposals` keeps (score >= ``det_threshold``, box NMS,
+   at most ``max_proposals``);
+2. predicts every live track's box to this frame (its :class:`TrackMemory` motion state);
+3. scores tracks x proposals with the association function (``tracker.association``:
+   the graph matching head, embedding cosine or predicted-box IoU) and accepts the
+   Hungarian pairs scoring at least that association's threshold (:func:`accept_matches`,
+   also the offline stitcher's rule);
+4. updates matched tracks (embedding memory and motion, the same ``update`` that builds the
+   training graphs); an unmatched tentative track is dropped, a confirmed one survives
+   ``max_missing`` frames on its predicted motion;
+5. starts a tentative track from each unmatched proposal scoring at least
+   ``birth_threshold`` that overlaps (box IoU > ``birth_max_overlap``) neither a matched
+   proposal nor a live track's predicted box; it is confirmed after ``confirm_hits``
+   sightings. Only confirmed tracks are reported.
 
 Masks are RLE-encoded as soon as a frame is done, so memory stays flat over a video of any
 length (only the compact output grows).
@@ -16,74 +24,91 @@ length (only the compact output grows).
 
 from __future__ import annotations
 
-from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
-from pycocotools import mask as mask_utils
 from scipy.optimize import linear_sum_assignment
-from torchvision.ops import box_convert, box_iou, nms
+from torchvision.ops import box_convert, box_iou
 
+from gmpvis.association import (
+    MemorySpec,
+    TrackMemory,
+    proposal_nodes,
+    select_proposals,
+    track_nodes,
+)
+from gmpvis.association.associate import ScoreFn
 from gmpvis.config import TrackerConfig
-from gmpvis.infer.frames import FrameProposals
+from gmpvis.infer.frames import FrameProposals, encode_mask
 
-# associate(embeds1 [1,n1,E], boxes1 [1,n1,4], embeds2 [1,n2,E], boxes2 [1,n2,4]) -> [1,n1+1,n2+1]
-AssociateFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+__all__ = ["OnlineTracker", "Track", "accept_matches", "encode_mask", "memory_spec"]
+
+
+def memory_spec(cfg: TrackerConfig) -> MemorySpec:
+    return MemorySpec(cfg.embed_history, cfg.motion_pos_std, cfg.motion_vel_std)
+
+
+def match_threshold(cfg: TrackerConfig) -> float:
+    """The accept threshold of ``cfg.association``."""
+    return {
+        "graph": cfg.match_threshold,
+        "cosine": cfg.cosine_threshold,
+        "iou": cfg.iou_threshold,
+    }[cfg.association]
 
 
 @dataclass
 class Observation:
     """What a track saw in one frame: embedding ``[E]``, box ``[4]`` cxcywh, class
-    probabilities ``[C]``."""
+    probabilities ``[C]``, score (max probability)."""
 
-    frame: int
     embed: torch.Tensor
     box: torch.Tensor
     prob: torch.Tensor
+    score: float
 
 
 @dataclass
 class Track:
-    """One object through the video: per frame its RLE, the running class evidence, and the
-    most recent observations (``recent``, bounded) that matching reads."""
+    """One object through the video: its memory (what matching reads), per frame its RLE,
+    the running class evidence, and (for the offline driver) its observations."""
 
     track_id: int
-    recent: deque  # of Observation, oldest first
+    memory: TrackMemory
     prob_sum: torch.Tensor  # [C], summed over the frames seen
     frames: dict[int, dict] = field(default_factory=dict)  # frame index -> compressed RLE
-    missing: int = 0  # frames since last seen
+    confirmed: bool = False
+    observations: dict[int, Observation] | None = None
 
     @classmethod
-    def start(cls, track_id: int, keep: int, num_classes: int) -> Track:
-        """An empty track keeping its last ``keep`` observations."""
-        return cls(track_id, deque(maxlen=keep), torch.zeros(num_classes))
+    def start(
+        cls, track_id: int, t: int, obs: Observation, rle: dict, spec: MemorySpec, **kw
+    ) -> Track:
+        track = cls(track_id, TrackMemory(t, obs.embed, obs.box, spec), obs.prob.clone(), **kw)
+        track.frames[t] = rle
+        if track.observations is not None:
+            track.observations[t] = obs
+        return track
 
     @property
     def num_frames(self) -> int:
         return len(self.frames)
 
     @property
-    def box(self) -> torch.Tensor:
-        return self.recent[-1].box
-
-    @property
     def last_frame(self) -> int:
-        return max(self.frames)
+        return self.memory.last_seen
 
-    def node_embed(self, history: int) -> torch.Tensor:
-        """Mean of the last ``history`` embeddings ``[E]``."""
-        return torch.stack([o.embed for o in list(self.recent)[-history:]]).mean(0)
-
-    def add(self, obs: Observation, rle: dict) -> None:
-        """Record a frame; a frame already recorded (an earlier clip's overlap) is kept."""
-        if obs.frame in self.frames:
+    def add(self, t: int, obs: Observation, rle: dict) -> None:
+        """Record a sighting; a frame already recorded (an earlier clip's overlap) is kept,
+        and one before the memory's current frame only adds its mask."""
+        if t in self.frames:
             return
-        self.frames[obs.frame] = rle
-        self.recent.append(obs)
+        self.frames[t] = rle
         self.prob_sum = self.prob_sum + obs.prob
-        self.missing = 0
+        if t >= self.memory.frame:
+            self.memory.update(t, obs.embed, obs.box)
+        if self.observations is not None:
+            self.observations[t] = obs
 
     def results(
         self, video_id: int, num_frames: int, category_ids: list[int], categories: int
@@ -106,40 +131,36 @@ class Track:
         ]
 
 
-def accept_matches(soft: torch.Tensor, threshold: float) -> dict[int, int]:
-    """``soft [n1, n2]`` assignment probabilities (dustbin removed) -> ``{row: column}``:
-    the Hungarian solution, each pair kept where its probability is >= ``threshold``."""
-    soft = soft.float().cpu()
-    rows, cols = linear_sum_assignment(-soft.numpy())
+def accept_matches(scores: torch.Tensor, threshold: float) -> dict[int, int]:
+    """``scores [n1, n2]`` (higher is better) -> ``{row: column}``: the Hungarian solution,
+    each pair kept where its score is >= ``threshold``."""
+    scores = scores.float().cpu()
+    rows, cols = linear_sum_assignment(-scores.numpy())
     return {
-        r: c for r, c in zip(rows.tolist(), cols.tolist(), strict=True) if soft[r, c] >= threshold
+        r: c for r, c in zip(rows.tolist(), cols.tolist(), strict=True) if scores[r, c] >= threshold
     }
-
-
-def encode_mask(mask: torch.Tensor) -> dict:
-    """``[H, W]`` bool -> compressed RLE with ``counts`` as str (results format)."""
-    rle = mask_utils.encode(np.asfortranarray(mask.cpu().numpy().astype(np.uint8)))
-    rle["counts"] = rle["counts"].decode("ascii")
-    return rle
 
 
 class OnlineTracker:
     """Frame-by-frame association; ``step`` per frame, then ``results`` for the video.
 
-    ``keep``: observations kept per track (default ``cfg.embed_history``; the offline driver
-    keeps a whole clip's); ``first_frame``: video index of the first frame stepped."""
+    ``associate(tracks, proposals) -> [1, n, m]`` scores (``gmpvis.association``);
+    ``first_frame``: video index of the first frame stepped; ``keep_observations``: keep
+    every sighting's embedding and box (the offline driver stitches clips with them)."""
 
     def __init__(
         self,
-        associate: AssociateFn,
+        associate: ScoreFn,
         cfg: TrackerConfig | None = None,
         *,
-        keep: int | None = None,
         first_frame: int = 0,
+        keep_observations: bool = False,
     ) -> None:
         self.associate = associate
         self.cfg = cfg or TrackerConfig()
-        self.keep = keep or self.cfg.embed_history
+        self.spec = memory_spec(self.cfg)
+        self.threshold = match_threshold(self.cfg)
+        self.keep_observations = keep_observations
         self.live: list[Track] = []
         self.ended: list[Track] = []
         self.next_id = 1
@@ -147,89 +168,101 @@ class OnlineTracker:
 
     @property
     def tracks(self) -> list[Track]:
-        return self.ended + self.live
+        """Every confirmed track, ended ones first."""
+        return [tr for tr in self.ended + self.live if tr.confirmed]
 
-    def _select(self, frame: FrameProposals) -> torch.Tensor:
-        """Indices of confident, non-duplicate proposals, best first."""
-        scores = frame.logits.float().sigmoid().amax(-1)
-        keep = torch.nonzero(scores >= self.cfg.det_threshold).flatten()
-        if keep.numel() == 0:
-            return keep
-        xyxy = box_convert(frame.boxes[keep].float(), "cxcywh", "xyxy")
-        keep = keep[nms(xyxy, scores[keep], self.cfg.nms_iou)]
-        return keep[: self.cfg.max_proposals]
-
-    def _births(self, boxes: torch.Tensor, probs: torch.Tensor, used: set[int]) -> list[int]:
-        """Unmatched proposals confident enough to start a track and not overlapping a
-        proposal that continues one (that would be a duplicate, not a newcomer)."""
+    def _births(
+        self, boxes: torch.Tensor, scores: torch.Tensor, used: set[int], track_boxes
+    ) -> list[int]:
+        """Unmatched proposals confident enough to start a track that overlap neither a
+        proposal continuing a track (a duplicate) nor a live track's predicted box (an
+        object already tracked, briefly unmatched)."""
+        cfg = self.cfg
         births = [
-            c
-            for c in range(boxes.shape[0])
-            if c not in used and probs[c].max() >= self.cfg.birth_threshold
+            c for c in range(boxes.shape[0]) if c not in used and scores[c] >= cfg.birth_threshold
         ]
-        if births and used:
-            xyxy = box_convert(boxes, "cxcywh", "xyxy")
-            overlap = box_iou(xyxy[births], xyxy[sorted(used)]).amax(1)
-            births = [
-                c
-                for c, o in zip(births, overlap.tolist(), strict=True)
-                if o <= self.cfg.birth_max_overlap
-            ]
-        return births
+        if not births:
+            return births
+        taken = [boxes[sorted(used)]] if used else []
+        if track_boxes is not None and len(track_boxes):
+            taken.append(track_boxes.to(boxes.device))
+        if not taken:
+            return births
+        xyxy = box_convert(boxes[births], "cxcywh", "xyxy")
+        other = box_convert(torch.cat(taken), "cxcywh", "xyxy")
+        overlap = box_iou(xyxy, other).amax(1)
+        return [
+            c for c, o in zip(births, overlap.tolist(), strict=True) if o <= cfg.birth_max_overlap
+        ]
 
     @torch.no_grad()
     def step(self, frame: FrameProposals) -> list[tuple[int, int]]:
-        """Associate one frame; returns ``(track_id, proposal index)`` for every track seen."""
+        """Associate one frame; returns ``(track_id, proposal index)`` for every track seen
+        (tentative ones included)."""
         cfg = self.cfg
         t = self.frame_index
         self.frame_index += 1
-        keep = self._select(frame)
+        all_scores = frame.logits.float().sigmoid().amax(-1)
+        keep = select_proposals(
+            all_scores, frame.boxes, cfg.det_threshold, cfg.nms_iou, cfg.max_proposals
+        )
         probs = frame.logits[keep].float().sigmoid()
+        scores = all_scores[keep]
         embeds = frame.embeds[keep].float()
         boxes = frame.boxes[keep].float()
+        for track in self.live:
+            track.memory.advance_to(t)
         matches: dict[int, int] = {}  # position in self.live -> position in keep
-        if self.live and keep.numel() > 0:
-            track_embeds = torch.stack([tr.node_embed(cfg.embed_history) for tr in self.live])
-            track_boxes = torch.stack([tr.box for tr in self.live])
-            assign = self.associate(
-                track_embeds[None], track_boxes[None], embeds[None], boxes[None]
-            )
-            matches = accept_matches(
-                assign[0, : len(self.live), : keep.numel()], cfg.match_threshold
-            )
+        track_boxes = None
+        if self.live:
+            tracks = track_nodes([[tr.memory for tr in self.live]], embeds.shape[-1], embeds.device)
+            track_boxes = tracks.boxes[0]
+            if keep.numel() > 0:
+                props = proposal_nodes([embeds], [boxes], [scores])
+                matched = self.associate(tracks, props)[0, : len(self.live), : keep.numel()]
+                matches = accept_matches(matched, self.threshold)
         used = set(matches.values())
-        births = self._births(boxes, probs, used)
+        unmatched = [pos for pos in range(len(self.live)) if pos not in matches]
+        births = self._births(boxes, scores, used, track_boxes[unmatched] if unmatched else None)
         wanted = sorted(used | set(births))
-        masks = frame.mask_fn(keep[wanted]) if wanted else None
-        rle_of = {c: encode_mask(masks[i]) for i, c in enumerate(wanted)} if wanted else {}
+        rle_of = dict(zip(wanted, frame.rles(keep[wanted]), strict=True)) if wanted else {}
 
-        def observe(track: Track, c: int) -> None:
-            track.add(Observation(t, embeds[c], boxes[c], probs[c].cpu()), rle_of[c])
-            seen.append((track.track_id, int(keep[c])))
+        def observation(c: int) -> Observation:
+            return Observation(embeds[c], boxes[c], probs[c].cpu(), float(scores[c]))
 
         seen: list[tuple[int, int]] = []
         survivors = []
         for pos, track in enumerate(self.live):
             if pos in matches:
-                observe(track, matches[pos])
+                c = matches[pos]
+                track.add(t, observation(c), rle_of[c])
+                track.confirmed = track.confirmed or track.memory.hits >= cfg.confirm_hits
+                seen.append((track.track_id, int(keep[c])))
                 survivors.append(track)
+            elif not track.confirmed:
+                continue  # a tentative track that is not seen again was a false start
+            elif t - track.last_frame > cfg.max_missing:
+                self.ended.append(track)
             else:
-                track.missing += 1
-                (self.ended if track.missing > cfg.max_missing else survivors).append(track)
+                survivors.append(track)
         for c in births:
-            track = Track.start(self.next_id, self.keep, probs.shape[1])
+            track = Track.start(
+                self.next_id, t, observation(c), rle_of[c], self.spec,
+                confirmed=cfg.confirm_hits <= 1,
+                observations={} if self.keep_observations else None,
+            )  # fmt: skip
             self.next_id += 1
-            observe(track, c)
+            seen.append((track.track_id, int(keep[c])))
             survivors.append(track)
         if len(survivors) > cfg.max_live_tracks:
-            survivors.sort(key=lambda tr: tr.missing)  # stable: birth order among equals
+            survivors.sort(key=lambda tr: t - tr.last_frame)  # stable: birth order among equals
             self.ended.extend(survivors[cfg.max_live_tracks :])
             survivors = survivors[: cfg.max_live_tracks]
         self.live = survivors
         return seen
 
     def results(self, video_id: int, num_frames: int, category_ids: list[int]) -> list[dict]:
-        """YouTube-VIS results for every track (see :meth:`Track.results`)."""
+        """YouTube-VIS results for every confirmed track (see :meth:`Track.results`)."""
         out = []
         for track in self.tracks:
             out.extend(

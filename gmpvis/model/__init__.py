@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+from gmpvis.association import GraphMatchingHead
 from gmpvis.model.build import (
     build_backbone,
     build_criterion,
@@ -14,7 +15,6 @@ from gmpvis.model.build import (
 )
 from gmpvis.model.criterion import SetCriterion
 from gmpvis.model.gmpvis_model import GMPVIS
-from gmpvis.model.graph_matching import GraphMatchingHead
 from gmpvis.model.matcher import HungarianMatcher
 
 __all__ = [

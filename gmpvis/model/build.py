@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from torch import nn
 
+from gmpvis.association import GraphMatchingHead, GraphSpec, MemorySpec
 from gmpvis.config import Config
+from gmpvis.model.association_loss import AssociationLoss
 from gmpvis.model.backbone import ResNetBackbone, TinyCNN
 from gmpvis.model.criterion import SetCriterion
 from gmpvis.model.decoder import DeformableDecoder
 from gmpvis.model.encoder import DeformableEncoder, InputProjection
 from gmpvis.model.gmpvis_model import GMPVIS
-from gmpvis.model.graph_matching import GraphMatchingHead
 from gmpvis.model.heads import MLP, box_head, class_head
 from gmpvis.model.matcher import HungarianMatcher
 from gmpvis.model.seg_head import PixelDecoder
@@ -37,16 +38,13 @@ def build_gm_head(cfg: Config) -> GraphMatchingHead:
     m = cfg.model
     return GraphMatchingHead(
         embed_dim=m.embed_dim,
-        d_model=m.hidden_dim,
-        n_heads=m.nheads,
-        num_layers=m.gm_cross_layers,
+        hidden=m.gm_hidden,
         edge_dim=m.gm_edge_dim,
         iters=m.gm_iters,
         lam=m.gm_lambda,
-        sigma=m.gm_sigma,
         sinkhorn_iters=m.sinkhorn_iters,
         tau=m.sinkhorn_tau,
-        dustbin=m.gm_dustbin,
+        max_missed=cfg.tracker.max_missing,
     )
 
 
@@ -115,6 +113,24 @@ def build_matcher(cfg: Config) -> HungarianMatcher:
     )
 
 
+def build_association_loss(cfg: Config, gm_head: nn.Module | None) -> AssociationLoss:
+    """``L_match`` and the contrastive term, on the graphs ``cfg.tracker`` would build."""
+    lc, k = cfg.loss, cfg.tracker
+    return AssociationLoss(
+        gm_head if lc.match_weight > 0 else None,
+        select=dict(threshold=k.det_threshold, nms_iou=k.nms_iou, limit=k.max_proposals),
+        memory=MemorySpec(k.embed_history, k.motion_pos_std, k.motion_vel_std),
+        graphs=GraphSpec(
+            window=lc.match_window,
+            max_gap=lc.match_max_gap,
+            drop=lc.match_drop,
+            spurious=lc.match_spurious,
+            max_missed=k.max_missing,
+        ),
+        contrastive_tau=lc.contrastive_tau,
+    )
+
+
 def build_criterion(cfg: Config, gm_head: nn.Module | None) -> SetCriterion:
     """Losses of ``cfg.loss``; ``gm_head`` is the model's (``model.gm_head``), trained by
     L_match, and may be None only with ``loss.match_weight=0``."""
@@ -126,14 +142,19 @@ def build_criterion(cfg: Config, gm_head: nn.Module | None) -> SetCriterion:
         "loss_mask": lc.mask_weight,
         "loss_dice": lc.dice_weight,
         "loss_match": lc.match_weight,
+        "loss_contrastive": lc.contrastive_weight,
     }
+    if lc.match_weight > 0 and gm_head is None:
+        raise ValueError(
+            "build_criterion: loss.match_weight > 0 needs the model's gm_head "
+            "(build_criterion(cfg, model.gm_head), or set loss.match_weight=0)"
+        )
+    uses_association = lc.match_weight > 0 or lc.contrastive_weight > 0
     return SetCriterion(
         build_matcher(cfg),
-        gm_head,
+        build_association_loss(cfg, gm_head) if uses_association else None,
         weights=weights,
         mask_stride=cfg.model.mask_stride,
-        gm_distractors=lc.gm_distractors,
-        match_dustbin_weight=lc.match_dustbin_weight,
         focal_alpha=lc.focal_alpha,
         focal_gamma=lc.focal_gamma,
     )

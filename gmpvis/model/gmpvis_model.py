@@ -14,13 +14,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from gmpvis.association import GraphMatchingHead, ProposalNodes, TrackNodes
 from gmpvis.model.decoder import DeformableDecoder
 from gmpvis.model.encoder import DeformableEncoder, InputProjection, LevelBatch
-from gmpvis.model.graph_matching import GraphMatchingHead
 from gmpvis.model.seg_head import PixelDecoder, masks_from_embeddings
 from gmpvis.model.temporal import MemoryState, TemporalAggregator
 
-OUTPUT_KEYS = ("pred_logits", "pred_boxes", "pred_masks", "pred_embeds")
+# what every decoder layer outputs, per frame and query
+OUTPUT_KEYS = ("pred_logits", "pred_boxes", "pred_masks", "pred_embeds", "pred_queries")
 
 
 class GMPVIS(nn.Module):
@@ -90,6 +91,7 @@ class GMPVIS(nn.Module):
                 "pred_boxes": box,
                 "pred_masks": masks_from_embeddings(self.mask_head(h), pixel),
                 "pred_embeds": self.embed_head(h),
+                "pred_queries": h,
             }
             for h, box in zip(hs, boxes, strict=True)
         ]
@@ -111,8 +113,9 @@ class GMPVIS(nn.Module):
     def forward(self, frames: torch.Tensor, pad_mask: torch.Tensor | None = None) -> dict:
         """frames ``[B, T, 3, H, W]``, pad_mask ``[B, H, W]`` (True on padding) -> dict with
         ``pred_logits [B,T,Nq,C]``, ``pred_boxes [B,T,Nq,4]``, ``pred_masks
-        [B,T,Nq,H/s,W/s]``, ``pred_embeds [B,T,Nq,E]`` and, with ``aux_loss``,
-        ``aux_outputs`` (the same keys for each earlier decoder layer)."""
+        [B,T,Nq,H/s,W/s]``, ``pred_embeds [B,T,Nq,E]``, ``pred_queries [B,T,Nq,D]``
+        (decoder states) and, with ``aux_loss``, ``aux_outputs`` (the same keys for each
+        earlier decoder layer)."""
         pad_mask = self._check_frames(frames, pad_mask, lead=2)
         B, T = frames.shape[:2]
         images = frames.flatten(0, 1)
@@ -142,7 +145,7 @@ class GMPVIS(nn.Module):
 
     def decode_frame(self, features: dict) -> dict[str, torch.Tensor]:
         """-> ``pred_logits [B,Nq,C]``, ``pred_boxes [B,Nq,4]``, ``pred_masks [B,Nq,h,w]``,
-        ``pred_embeds [B,Nq,E]`` (last decoder layer)."""
+        ``pred_embeds [B,Nq,E]``, ``pred_queries [B,Nq,D]`` (last decoder layer)."""
         return self._decode(features["src"], features["levels"], features["backbone"])[-1]
 
     def step(
@@ -152,15 +155,7 @@ class GMPVIS(nn.Module):
         features, state = self.encode_frame(frame, pad_mask, memory_state)
         return self.decode_frame(features), state
 
-    def associate(
-        self,
-        embeds1: torch.Tensor,
-        boxes1: torch.Tensor,
-        embeds2: torch.Tensor,
-        boxes2: torch.Tensor,
-        mask1: torch.Tensor | None = None,
-        mask2: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """embeds ``[B, n, E]``, boxes ``[B, n, 4]`` cxcywh -> soft assignment
-        ``[B, n1 + 1, n2 + 1]`` (last row / column: dustbin)."""
-        return self.gm_head(embeds1, boxes1, embeds2, boxes2, mask1, mask2)
+    def associate(self, tracks: TrackNodes, proposals: ProposalNodes) -> torch.Tensor:
+        """Graph matching of tracks and proposals -> soft assignment ``[B, n + 1, m + 1]``
+        (last row / column: dustbin); see :class:`GraphMatchingHead`."""
+        return self.gm_head(tracks, proposals)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from gmpvis.association import MemorySpec
 from gmpvis.config import TrackerConfig, get_config
 from gmpvis.data.inputs import VideoSource, to_tensor
 from gmpvis.data.transforms import resize_clip
@@ -38,7 +39,9 @@ from gmpvis.model import build_model
 CPU = torch.device("cpu")
 
 # Every proposal is kept and may start a track: random weights score about 0.01.
-OPEN = TrackerConfig(det_threshold=0.0, birth_threshold=0.0, match_threshold=0.0)
+OPEN = TrackerConfig(
+    det_threshold=0.0, birth_threshold=0.0, match_threshold=0.0, confirm_hits=1
+)
 
 
 @pytest.fixture(scope="module")
@@ -203,28 +206,33 @@ def test_frame_step_does_not_synchronise(tiny):
 
 
 # ----------------------------------------------------------------------------- offline
-def cosine_associate(e1, b1, e2, b2):
+def cosine_associate(tracks, props):
+    e1, e2 = tracks.embeds, props.embeds
     sim = torch.nn.functional.normalize(e1, dim=-1) @ torch.nn.functional.normalize(e2, dim=-1).mT
-    return sinkhorn(sim, 20, tau=0.05, dustbin=0.5)
+    return sinkhorn(sim, 20, tau=0.05, dustbin=0.5)[:, : tracks.size, : props.size]
 
 
 def clip_track(frames: range, embed: torch.Tensor, label: int, tag: str) -> Track:
     prob = torch.full((3,), 0.05)
     prob[label] = 0.9
     box = torch.tensor([0.5, 0.5, 0.1, 0.1])
-    track = Track.start(0, len(frames), 3)
+    rle = {"size": [4, 4], "counts": tag}
+    track = None
     for t in frames:
-        obs = Observation(t, embed + 0.01 * torch.randn_like(embed), box, prob)
-        track.add(obs, {"size": [4, 4], "counts": tag})
+        obs = Observation(embed + 0.01 * torch.randn_like(embed), box, prob, 0.9)
+        if track is None:
+            track = Track.start(0, t, obs, rle, MemorySpec(), observations={})
+        else:
+            track.add(t, obs, rle)
     return track
 
 
 def test_stitcher_graphs_respect_the_live_track_cap():
     sizes = []
 
-    def spy(e1, b1, e2, b2):
-        sizes.append((e1.shape[1], e2.shape[1]))
-        return cosine_associate(e1, b1, e2, b2)
+    def spy(tracks, props):
+        sizes.append((tracks.size, props.size))
+        return cosine_associate(tracks, props)
 
     a, b, c = torch.randn(3, 16)
     cfg = TrackerConfig(match_threshold=0.3, categories_per_track=1, max_live_tracks=1)

@@ -6,6 +6,7 @@ import pytest
 import torch
 from pycocotools import mask as mask_utils
 
+from gmpvis.association.associate import iou_scores
 from gmpvis.config import TrackerConfig
 from gmpvis.infer import FrameProposals, OnlineTracker
 from gmpvis.kernels import sinkhorn
@@ -14,10 +15,16 @@ H = W = 16
 C = 3
 
 
-def cosine_associate(e1, b1, e2, b2):
-    """Soft assignment with dustbin from cosine similarity (Sinkhorn, as the GM head ends)."""
+def cosine_associate(tracks, props):
+    """Soft assignment from cosine similarity (Sinkhorn with a dustbin, as the GM head ends)."""
+    e1, e2 = tracks.embeds, props.embeds
     sim = torch.nn.functional.normalize(e1, dim=-1) @ torch.nn.functional.normalize(e2, dim=-1).mT
-    return sinkhorn(sim, 20, tau=0.05, dustbin=0.5)
+    return sinkhorn(sim, 20, tau=0.05, dustbin=0.5)[:, : tracks.size, : props.size]
+
+
+def Cfg(**kw) -> TrackerConfig:
+    """Tracker options of these tests: tracks confirmed at birth unless a test says not."""
+    return TrackerConfig(**{"confirm_hits": 1, **kw})
 
 
 def make_frame(objects: list[tuple[int, int]], embeds: torch.Tensor, n_noise: int = 2):
@@ -40,7 +47,7 @@ def make_frame(objects: list[tuple[int, int]], embeds: torch.Tensor, n_noise: in
 
 def test_identities_follow_embeddings_not_query_order():
     embeds = torch.randn(3, 8)
-    tracker = OnlineTracker(cosine_associate, TrackerConfig(max_missing=1, categories_per_track=1))
+    tracker = OnlineTracker(cosine_associate, Cfg(max_missing=1, categories_per_track=1))
     order = [[(0, 0), (1, 1), (2, 2)], [(2, 2), (0, 0), (1, 1)], [(1, 1), (2, 2), (0, 0)]]
     ids_per_identity: dict[int, set[int]] = {0: set(), 1: set(), 2: set()}
     for objs in order:
@@ -62,7 +69,7 @@ def test_identities_follow_embeddings_not_query_order():
 
 def test_occlusion_keeps_track_then_ends_it():
     embeds = torch.randn(2, 8)
-    tracker = OnlineTracker(cosine_associate, TrackerConfig(max_missing=2))
+    tracker = OnlineTracker(cosine_associate, Cfg(max_missing=2))
     frames = [[(0, 0), (1, 1)], [(0, 0)], [(0, 0)], [(0, 0), (1, 1)]]
     seen = [dict(tracker.step(make_frame(f, embeds))) for f in frames]
     id1 = {tid for tid, q in seen[0].items() if q == 1}
@@ -70,7 +77,7 @@ def test_occlusion_keeps_track_then_ends_it():
     back = {tid for tid, q in seen[3].items() if q == 1}
     assert id1 == back
     # a longer absence ends the track and a new identity is born
-    tracker = OnlineTracker(cosine_associate, TrackerConfig(max_missing=1, categories_per_track=1))
+    tracker = OnlineTracker(cosine_associate, Cfg(max_missing=1, categories_per_track=1))
     frames = [[(0, 0), (1, 1)], [(0, 0)], [(0, 0)], [(0, 0), (1, 1)]]
     seen = [dict(tracker.step(make_frame(f, embeds))) for f in frames]
     assert {tid for tid, q in seen[0].items() if q == 1} != {
@@ -89,7 +96,7 @@ def test_low_scores_and_duplicates_do_not_start_tracks():
     frame.logits = torch.cat([frame.logits, frame.logits[:1] - 0.5])
     frame.boxes = torch.cat([frame.boxes, frame.boxes[:1]])
     frame.embeds = torch.cat([frame.embeds, frame.embeds[:1]])
-    tracker = OnlineTracker(cosine_associate, TrackerConfig(birth_threshold=0.5))
+    tracker = OnlineTracker(cosine_associate, Cfg(birth_threshold=0.5))
     masks = torch.ones(frame.logits.shape[0], H, W, dtype=torch.bool)
     frame.mask_fn = lambda idx: masks[idx]
     seen = tracker.step(frame)
@@ -99,7 +106,7 @@ def test_low_scores_and_duplicates_do_not_start_tracks():
 
 def test_top_categories_give_one_result_each_scored_by_mean_probability():
     embeds = torch.randn(1, 8)
-    tracker = OnlineTracker(cosine_associate, TrackerConfig(categories_per_track=2))
+    tracker = OnlineTracker(cosine_associate, Cfg(categories_per_track=2))
     for _ in range(2):
         frame = make_frame([(0, 2)], embeds, n_noise=0)
         frame.logits[0] = torch.tensor([0.0, -1.0, 2.0])  # probs 0.5, 0.27, 0.88
@@ -113,7 +120,7 @@ def test_top_categories_give_one_result_each_scored_by_mean_probability():
 
 def test_no_birth_from_a_proposal_overlapping_a_continued_track():
     embeds = torch.randn(2, 8)
-    cfg = TrackerConfig(nms_iou=0.6, birth_max_overlap=0.5, categories_per_track=1)
+    cfg = Cfg(nms_iou=0.6, birth_max_overlap=0.5, categories_per_track=1)
     tracker = OnlineTracker(cosine_associate, cfg)
     tracker.step(make_frame([(0, 0)], embeds, n_noise=0))
     frame = make_frame([(0, 0), (1, 0)], embeds, n_noise=0)
@@ -127,10 +134,58 @@ def test_no_birth_from_a_proposal_overlapping_a_continued_track():
 
 def test_live_tracks_are_capped_by_ending_the_longest_missing():
     embeds = torch.randn(3, 8)
-    tracker = OnlineTracker(cosine_associate, TrackerConfig(max_live_tracks=2, max_missing=9))
+    tracker = OnlineTracker(cosine_associate, Cfg(max_live_tracks=2, max_missing=9))
     tracker.step(make_frame([(0, 0), (1, 1)], embeds, n_noise=0))
     tracker.step(make_frame([(1, 1)], embeds, n_noise=0))  # track of object 0 now missing
     tracker.step(make_frame([(1, 1), (2, 2)], embeds, n_noise=0))  # a third object is born
     assert len(tracker.live) == 2 and len(tracker.ended) == 1
-    assert tracker.ended[0].missing == 2  # object 0's track, unmatched twice
-    assert {tr.missing for tr in tracker.live} == {0}
+    assert tracker.ended[0].memory.missed == 2  # object 0's track, unmatched twice
+    assert {tr.memory.missed for tr in tracker.live} == {0}
+
+
+def test_tentative_tracks_need_confirmation_and_false_starts_vanish():
+    embeds = torch.randn(2, 8)
+    tracker = OnlineTracker(cosine_associate, Cfg(confirm_hits=2, categories_per_track=1))
+    tracker.step(make_frame([(0, 0), (1, 1)], embeds, n_noise=0))
+    assert tracker.tracks == []  # both tentative
+    tracker.step(make_frame([(0, 0)], embeds, n_noise=0))  # object 1 not seen again
+    assert [len(tr.frames) for tr in tracker.tracks] == [2]
+    assert len(tracker.live) == 1  # the false start is dropped, not kept as missing
+    results = tracker.results(1, 2, [1, 2, 3])
+    assert len(results) == 1 and results[0]["segmentations"][0] is not None
+
+
+def moving_frame(x: float, score: float = 4.0) -> FrameProposals:
+    """One object of a fixed embedding at horizontal position ``x``."""
+    logits = torch.full((1, C), -6.0)
+    logits[0, 0] = score
+    boxes = torch.tensor([[x, 0.5, 0.1, 0.1]])
+    masks = torch.zeros(1, H, W, dtype=torch.bool)
+    masks[0, 2:5, 2:5] = True
+    return FrameProposals(logits, boxes, torch.ones(1, 8), mask_fn=lambda idx, m=masks: m[idx])
+
+
+def test_motion_prediction_carries_a_track_through_an_occlusion():
+    """An object 0.1 wide moving 0.04 per frame is unseen for three frames: IoU of its *last*
+    box with the reappearing box is 0, of its motion-predicted box high, so iou association
+    keeps one track."""
+    cfg = Cfg(association="iou", iou_threshold=0.3, max_missing=3, categories_per_track=1)
+    tracker = OnlineTracker(iou_scores, cfg)
+    ids = set()
+    for t in range(10):
+        if t in (5, 6, 7):  # occluded
+            tracker.step(make_frame([], torch.randn(1, 8), n_noise=0))
+            continue
+        ids |= {tid for tid, _ in tracker.step(moving_frame(0.1 + 0.04 * t))}
+    assert len(ids) == 1
+    track = tracker.tracks[0]
+    assert sorted(track.frames) == [0, 1, 2, 3, 4, 8, 9]
+    assert track.memory.box()[0].item() == pytest.approx(0.1 + 0.04 * 9, abs=0.01)
+
+
+def test_no_birth_on_a_missing_tracks_predicted_box():
+    """A briefly unmatched track's predicted box blocks a duplicate birth on top of it."""
+    tracker = OnlineTracker(lambda tr, pr: torch.zeros(1, tr.size, pr.size), Cfg())
+    tracker.step(moving_frame(0.3))
+    seen = tracker.step(moving_frame(0.3))  # never matched (scores 0 < 0.2): no duplicate
+    assert seen == [] and len(tracker.live) == 1
