@@ -1,4 +1,8 @@
-"""YouTube-VIS video AP evaluator and results writer."""
+"""YouTube-VIS evaluation: video AP, TrackEval's HOTA family and ID switches; results I/O.
+
+``evaluate_all(gt, results)`` gives every metric at once (``python -m gmpvis.eval``);
+``evaluate`` video AP alone.
+"""
 
 from gmpvis.eval.results import (
     GroundTruth,
@@ -11,6 +15,7 @@ from gmpvis.eval.results import (
     write_results,
     write_submission,
 )
+from gmpvis.eval.summary import evaluate_all
 from gmpvis.eval.ytvis_eval import YTVISEval, evaluate, format_table, video_iou
 
 __all__ = [
@@ -19,6 +24,7 @@ __all__ = [
     "YTVISEval",
     "check_results",
     "evaluate",
+    "evaluate_all",
     "format_table",
     "load_gt",
     "load_results",

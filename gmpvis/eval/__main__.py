@@ -1,8 +1,10 @@
 """``python -m gmpvis.eval --gt GT.json --results results.json [--out metrics.json]``.
 
-Prints the metric table and the metrics as JSON; bad input (a missing, unreadable or
-malformed file, an unwritable ``--out``) ends with one ``error: ...`` line naming the file /
-video / result index / field at fault, and exit status 2.
+Prints video AP, TrackEval's HOTA / DetA / AssA / LocA / IDF1 and the ID switches
+(:func:`gmpvis.eval.evaluate_all`) as a table and as JSON (``--out`` writes the JSON).
+Bad input (a missing, unreadable or malformed file, an unwritable ``--out``) ends with one
+``error: ...`` line naming the file / video / result index / field at fault, and exit
+status 2.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ import time
 from pathlib import Path
 
 from gmpvis.data.json_io import atomic_write
-from gmpvis.eval.ytvis_eval import evaluate, format_table
+from gmpvis.eval.summary import evaluate_all
+from gmpvis.eval.ytvis_eval import format_table
 
 
 def _fail(exc: BaseException) -> int:
@@ -33,11 +36,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.workers < 1:
         return _fail(ValueError(f"--workers: expected an integer >= 1, got {args.workers}"))
     try:
-        metrics = evaluate(args.gt, args.results, workers=args.workers)
+        metrics = evaluate_all(args.gt, args.results, workers=args.workers)
     except (ValueError, OSError) as exc:
         return _fail(exc)
+    timings = metrics.pop("timings")
     print(format_table(metrics))
-    print(f"\n(evaluated in {time.perf_counter() - start:.2f} s)")
+    stages = ", ".join(f"{k.removesuffix('_s')} {v:.2f}" for k, v in timings.items())
+    print(f"\n(evaluated in {time.perf_counter() - start:.2f} s: {stages})")
     text = json.dumps(metrics, indent=2)
     print(text)
     if args.out:

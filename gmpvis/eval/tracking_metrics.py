@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from gmpvis.eval.results import Instance, check_results, load_gt
+from gmpvis.eval.results import GroundTruth, Instance, check_results, load_gt
 
 
 def _dedupe_tracks(instances: list[Instance]) -> list[Instance]:
@@ -69,7 +69,7 @@ def count_switches(cover: list[int | None]) -> int:
 
 
 def id_switches(
-    gt: str | Path | dict,
+    gt: str | Path | dict | GroundTruth,
     results: str | Path | list,
     *,
     iou_threshold: float = 0.5,
@@ -80,21 +80,23 @@ def id_switches(
     Returns ``{"id_switches": int (total), "per_video": {video_id: int},
     "gt_instances": int, "visible_frames": int, "covered_frames": int}``; only results with
     ``score >= min_score`` take part. Only videos of the ground truth are counted.
+    ``results`` may also be the already-checked instances (:func:`check_results`).
     """
     if not 0.0 < iou_threshold <= 1.0:
         raise ValueError(f"iou_threshold: expected a value in (0, 1], got {iou_threshold}")
     truth = load_gt(gt)
-    preds = [r for r in check_results(results, truth) if r.score >= min_score]
+    checked = results if _are_instances(results) else check_results(results, truth)
+    preds = [r for r in checked if r.score >= min_score]
     by_video: dict[int, list[Instance]] = {}
     for r in preds:
         by_video.setdefault(r.video_id, []).append(r)
     per_video = {vid: 0 for vid in truth.videos}
     visible = covered = 0
+    tracks_of = {vid: _dedupe_tracks(dl) for vid, dl in by_video.items()}
     for g in truth.annotations:
         if g.iscrowd:
             continue
-        tracks = _dedupe_tracks(by_video.get(g.video_id, []))
-        cover = covering_tracks(g, tracks, iou_threshold)
+        cover = covering_tracks(g, tracks_of.get(g.video_id, []), iou_threshold)
         visible += len(cover)
         covered += sum(c is not None for c in cover)
         per_video[g.video_id] += count_switches(cover)
@@ -105,3 +107,7 @@ def id_switches(
         "visible_frames": visible,
         "covered_frames": covered,
     }
+
+
+def _are_instances(results) -> bool:
+    return isinstance(results, list) and bool(results) and isinstance(results[0], Instance)

@@ -131,6 +131,9 @@ def _fork_job(i: int) -> np.ndarray:
 class YTVISEval:
     """``YTVISEval(gt, results).run()`` -> metrics dict (see :func:`evaluate`).
 
+    ``gt``: a path, dict or :class:`GroundTruth`; ``results``: a path, a list of result
+    dicts, or the instances :func:`check_results` made of them.
+
     ``workers > 1`` computes the IoU stage (pycocotools RLE merges, the dominant cost) in that
     many forked processes; the result is identical.
     """
@@ -145,7 +148,8 @@ class YTVISEval:
     ):
         tic = time.perf_counter()
         self.gt = load_gt(gt)
-        self.dts = check_results(results, self.gt)
+        checked = isinstance(results, list) and results and isinstance(results[0], Instance)
+        self.dts = results if checked else check_results(results, self.gt)
         self.timings = {"load_s": time.perf_counter() - tic}  # seconds per stage
         self.max_dets = tuple(sorted(max_dets))
         self.workers = int(workers)
@@ -348,7 +352,8 @@ def evaluate(gt, results, *, max_dets=MAX_DETS, workers: int = 1) -> dict:
 
 
 def format_table(metrics: dict) -> str:
-    """Fixed-width table of the summary metrics, then per-category AP; values x100, n/a = -1."""
+    """Fixed-width table of the summary metrics (video AP; the tracking metrics and ID switches
+    when present), then per-category AP; values x100, n/a = -1."""
 
     def fmt(v: float) -> str:
         return "   n/a" if v < 0 else f"{100 * v:6.2f}"
@@ -357,6 +362,15 @@ def format_table(metrics: dict) -> str:
     lines = ["YouTube-VIS video AP (x100; n/a: no GT in that range)"]
     lines += [" | ".join(f"{k:>6}" for k in keys), "-+-".join("-" * 6 for _ in keys)]
     lines += [" | ".join(fmt(metrics[k]) for k in keys)]
+    tracking = [k for k in ("HOTA", "DetA", "AssA", "LocA", "IDF1") if k in metrics]
+    if tracking:
+        lines += ["", "TrackEval (x100; class average) and ID switches"]
+        head = [*tracking, "ID sw"] if "id_switches" in metrics else tracking
+        lines += [" | ".join(f"{k:>6}" for k in head), "-+-".join("-" * 6 for _ in head)]
+        vals = [fmt(metrics[k]) for k in tracking]
+        if "id_switches" in metrics:
+            vals.append(f"{metrics['id_switches']:6d}")
+        lines += [" | ".join(vals)]
     per_cat = metrics.get("per_category", {})
     if per_cat:
         width = max(8, *(len(n) for n in per_cat))

@@ -10,7 +10,14 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 
-from gmpvis.eval import evaluate, load_results, make_result, write_results, write_submission
+from gmpvis.eval import (
+    evaluate,
+    evaluate_all,
+    load_results,
+    make_result,
+    write_results,
+    write_submission,
+)
 from gmpvis.eval.__main__ import main
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
@@ -185,7 +192,11 @@ def test_cli_prints_table_and_writes_json(case, tmp_path, capsys):
     assert main(["--gt", str(gt_path), "--results", str(res_path), "--out", str(out)]) == 0
     text = capsys.readouterr().out
     metrics = json.loads(out.read_text())
-    assert metrics == evaluate(gt, results[:3])
+    ap_only = evaluate(gt, results[:3])
+    assert {k: metrics[k] for k in ap_only} == ap_only
+    everything = evaluate_all(gt, results[:3])
+    del everything["timings"]
+    assert metrics == everything  # + HOTA, DetA, AssA, LocA, IDF1, id_switches
     # dog: 1 of 2 GTs found, precision 1 -> 51/101.
     assert metrics["per_category"] == pytest.approx({"cat": 1.0, "dog": 51 / 101}, abs=1e-12)
     assert "AP50" in text and "dog" in text and f"{100 * 51 / 101:6.2f}" in text
