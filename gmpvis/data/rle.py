@@ -18,6 +18,8 @@ import numpy as np
 import pycocotools.mask as mask_utils
 
 MAX_TOKEN_CHARS = 7  # 7 groups x 5 bits = 35 bits: enough for any uint32 count
+# signed value of a one-character token, by (character - 48) & 63: 5 bits, 0x10 the sign
+_ONE_CHAR_VALUE = ((np.arange(64) & 0x1F) - ((np.arange(64) & 0x10) << 1)).astype(np.int32)
 
 
 def rle_strings_to_counts(
@@ -59,31 +61,37 @@ def rle_strings_to_counts(
     tok_start = np.concatenate(([0], tok_end[:-1] + 1))
     tok_len = tok_end - tok_start + 1
     blame(tok_end[tok_len > MAX_TOKEN_CHARS])
-    # value of each token: 5-bit groups, low first; most tokens have 1-2 characters
-    x = (c[tok_start] & 0x1F).astype(np.int64)
+    # value of each token: 5-bit groups, low first, the last group's bit 0x10 the sign.
+    # Most tokens are one character: a table gives its signed value; longer ones below.
+    x = _ONE_CHAR_VALUE[c[tok_start] & 0x3F]
     idx = np.flatnonzero(tok_len > 1)
-    for j in range(1, MAX_TOKEN_CHARS):
-        x[idx] |= (c[tok_start[idx] + j] & 0x1F).astype(np.int64) << (5 * j)
-        idx = idx[tok_len[idx] > j + 1]
-    # sign extension: x |= -1 << 5k equals x - 2**(5k) because x < 2**(5k)
-    sign = ((c[tok_end] >> 4) & 1).astype(np.int64)  # no boolean indexing: ~half are set
-    x -= sign << (5 * np.minimum(tok_len, MAX_TOKEN_CHARS))
-    # pycocotools keeps counts as 32-bit unsigned ints; int32 wrap-around arithmetic gives
-    # the same bits, so "0 <= count" below checks exactly what pycocotools would decode
-    x = x.astype(np.int32)
+    if idx.size:
+        starts, lens = tok_start[idx], tok_len[idx]
+        v = (c[starts] & 0x1F).astype(np.int64)
+        sub = np.arange(idx.size)
+        for j in range(1, MAX_TOKEN_CHARS):
+            v[sub] |= (c[starts[sub] + j] & 0x1F).astype(np.int64) << (5 * j)
+            sub = sub[lens[sub] > j + 1]
+        # sign extension: x |= -1 << 5k equals x - 2**(5k) because x < 2**(5k)
+        sign = ((c[tok_end[idx]] >> 4) & 1).astype(np.int64)
+        v -= sign << (5 * np.minimum(lens, MAX_TOKEN_CHARS))
+        # pycocotools keeps counts as 32-bit unsigned ints; int32 wrap-around arithmetic
+        # gives the same bits, so "0 <= count" below checks what pycocotools would decode
+        x[idx] = v.astype(np.int32)
 
     # tokens of string i: cnt_ptr[i]:cnt_ptr[i+1] (token ends before the string start)
     cnt_ptr = np.searchsorted(tok_end, str_ptr, side="left").astype(np.int64)
     first = np.repeat(cnt_ptr[:-1], np.diff(cnt_ptr))  # global index of the string's token 0
     # cnts[m] = x[m] + cnts[m-2] for m > 2: two interleaved running sums per string, the odd
-    # one from m = 1 and the even one from m = 2. Tokens of one global-index parity p hold
-    # exactly one of them: cnts[g] = S_p(g) - S_p(first), S_p = running sum over x[p::2].
-    counts = np.empty_like(x)
-    for p in (0, 1):
-        cs = np.zeros(len(x[p::2]) + 1, np.int32)
-        np.cumsum(x[p::2], dtype=np.int32, out=cs[1:])
-        upto_first = (first[p::2] - p) // 2 + 1  # parity-p tokens with index <= first
-        counts[p::2] = cs[1:] - cs[upto_first]
+    # one from m = 1 and the even one from m = 2. With S[g] the running sum of x over the
+    # global indices of g's parity, cnts[g] = S[g] - S[r], r = the last index <= first(g) of
+    # g's parity (first itself for even local m, m = 0 fixed below; first - 1 for odd m).
+    n_tok = x.size
+    pairs = np.zeros(2 * ((n_tok + 1) // 2), np.int32)
+    pairs[:n_tok] = x
+    S = np.cumsum(pairs.reshape(-1, 2), axis=0, dtype=np.int32).reshape(-1)[:n_tok]
+    ref = first - ((np.arange(n_tok) - first) & 1)
+    counts = S - np.where(ref >= 0, S[np.maximum(ref, 0)], 0).astype(np.int32)
     m0 = cnt_ptr[:-1][nonempty]
     counts[m0] = x[m0]
     wrong = np.flatnonzero(counts < 0)

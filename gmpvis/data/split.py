@@ -45,20 +45,20 @@ def write_split_files(
     ann_file: str, out_dir: str, holdout_fraction: float = 0.1, *, seed: int = 0
 ) -> tuple[str, str]:
     """Write ``<out_dir>/train.json`` and ``<out_dir>/holdout.json`` (ground truth for
-    ``python -m gmpvis.eval --gt`` and a video list for ``infer.py --ytvis-json``)."""
+    ``python -m gmpvis.eval --gt`` and a video list for ``infer.py --ytvis-json``), each
+    written atomically."""
     import json
     import os
 
+    from gmpvis.data.json_io import atomic_write
     from gmpvis.data.ytvis import YTVISAnnotations
 
     ann = YTVISAnnotations.load(ann_file)
     train_ids, holdout_ids = split_videos(ann.video_ids, holdout_fraction, seed=seed)
-    os.makedirs(out_dir, exist_ok=True)
     paths = []
     for name, ids in (("train", train_ids), ("holdout", holdout_ids)):
         path = os.path.join(out_dir, f"{name}.json")
-        with open(path, "w") as f:
-            json.dump(ann.subset(ids).to_dict(), f)
+        atomic_write(path, json.dumps(ann.subset(ids).to_dict()))  # complete or absent
         paths.append(path)
     return paths[0], paths[1]
 
