@@ -23,7 +23,7 @@ _ONE_CHAR_VALUE = ((np.arange(64) & 0x1F) - ((np.arange(64) & 0x10) << 1)).astyp
 
 
 def rle_strings_to_counts(
-    buf: np.ndarray, str_ptr: np.ndarray
+    buf: np.ndarray, str_ptr: np.ndarray, *, with_parity: bool = False
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Decode many compressed RLE strings into run counts.
 
@@ -38,11 +38,14 @@ def rle_strings_to_counts(
         bad: bool ``[n]``, True where a string is malformed (a character outside '0'..'o',
             an unterminated or over-long group, or a count >= 2**31 once wrapped to 32 bits
             the way pycocotools does).
+        (``with_parity`` only) odd: bool ``[M]``, the count is at an odd position of its
+            string (a foreground run).
     """
     n = len(str_ptr) - 1
     bad = np.zeros(n, dtype=bool)
     if buf.size == 0:
-        return np.zeros(0, np.int32), np.zeros(n + 1, np.int64), bad
+        empty = (np.zeros(0, np.int32), np.zeros(n + 1, np.int64), bad)
+        return (*empty, np.zeros(0, bool)) if with_parity else empty
 
     def blame(char_pos: np.ndarray) -> None:
         bad[np.searchsorted(str_ptr, char_pos, side="right") - 1] = True
@@ -90,13 +93,14 @@ def rle_strings_to_counts(
     pairs = np.zeros(2 * ((n_tok + 1) // 2), np.int32)
     pairs[:n_tok] = x
     S = np.cumsum(pairs.reshape(-1, 2), axis=0, dtype=np.int32).reshape(-1)[:n_tok]
-    ref = first - ((np.arange(n_tok) - first) & 1)
+    odd = ((np.arange(n_tok) - first) & 1).astype(bool)  # local index parity
+    ref = first - odd
     counts = S - np.where(ref >= 0, S[np.maximum(ref, 0)], 0).astype(np.int32)
     m0 = cnt_ptr[:-1][nonempty]
     counts[m0] = x[m0]
     wrong = np.flatnonzero(counts < 0)
     bad[np.searchsorted(cnt_ptr, wrong, side="right") - 1] = True
-    return counts, cnt_ptr, bad
+    return (counts, cnt_ptr, bad, odd) if with_parity else (counts, cnt_ptr, bad)
 
 
 def segment_sums(values: np.ndarray, ptr: np.ndarray) -> np.ndarray:
@@ -167,9 +171,11 @@ def rle_strings_stats(
         j = int(np.searchsorted(str_ptr, str_ptr[i] + chunk_chars, side="right")) - 1
         j = min(max(j, i + 1), n)  # at least one string per chunk
         lo, hi = int(str_ptr[i]), int(str_ptr[j])
-        counts, cnt_ptr, chunk_bad = rle_strings_to_counts(buf[lo:hi], str_ptr[i : j + 1] - lo)
+        counts, cnt_ptr, chunk_bad, odd = rle_strings_to_counts(
+            buf[lo:hi], str_ptr[i : j + 1] - lo, with_parity=True
+        )
         sums[i:j] = segment_sums(counts, cnt_ptr)
-        areas[i:j] = foreground_sums(counts, cnt_ptr)
+        areas[i:j] = segment_sums(np.where(odd, counts, 0), cnt_ptr)
         bad[i:j] = chunk_bad
         i = j
     return sums, areas, bad
