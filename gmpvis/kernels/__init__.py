@@ -7,10 +7,21 @@ The implementations live in ``gmpvis.kernels.ops.<op>`` (one module per op); her
 from gmpvis.kernels._backend import requested_backend, resolve, set_backend, use_backend
 from gmpvis.kernels.ops.deform_conv2d import deform_conv2d
 from gmpvis.kernels.ops.gm_affinity import gm_affinity
-from gmpvis.kernels.ops.ms_deform_attn import ms_deform_attn, ms_deform_attn_fused
+from gmpvis.kernels.ops.ms_deform_attn import (
+    ms_deform_attn,
+    ms_deform_attn_fused,
+    ms_deform_attn_offsets,
+)
 from gmpvis.kernels.ops.sinkhorn import sinkhorn
 
-KERNELS = ["ms_deform_attn", "ms_deform_attn_fused", "deform_conv2d", "gm_affinity", "sinkhorn"]
+KERNELS = [
+    "ms_deform_attn",
+    "ms_deform_attn_fused",
+    "ms_deform_attn_offsets",
+    "deform_conv2d",
+    "gm_affinity",
+    "sinkhorn",
+]
 
 __all__ = [
     "KERNELS",
@@ -18,6 +29,7 @@ __all__ = [
     "gm_affinity",
     "ms_deform_attn",
     "ms_deform_attn_fused",
+    "ms_deform_attn_offsets",
     "requested_backend",
     "resolve",
     "set_backend",

@@ -74,6 +74,40 @@ def ms_deform_attn_fused(
     return ms_deform_attn(value, spatial_shapes, level_start_index, sampling_locations, weights)
 
 
+def sampling_locations(
+    spatial_shapes: torch.Tensor, reference_points: torch.Tensor, sampling_offsets: torch.Tensor
+) -> torch.Tensor:
+    """Deformable DETR's sampling locations ``[B, Q, H, L, P, 2]`` (float32 or float64).
+
+    ``reference_points [B, Q, L, 2]`` (x, y): ``ref + offset / (W_l, H_l)``;
+    ``[B, Q, L, 4]`` (cx, cy, w, h): ``ref_xy + offset / P * ref_wh / 2``.
+    """
+    dtype = torch.promote_types(reference_points.dtype, torch.float32)
+    dtype = torch.promote_types(dtype, sampling_offsets.dtype)
+    off = sampling_offsets.to(dtype)
+    ref = reference_points.to(dtype)[:, :, None, :, None, :]
+    if ref.shape[-1] == 2:
+        size = torch.stack([spatial_shapes[:, 1], spatial_shapes[:, 0]], -1).to(dtype)
+        return ref + off / size[None, None, None, :, None, :]
+    return ref[..., :2] + off * (0.5 / off.shape[4]) * ref[..., 2:]
+
+
+def ms_deform_attn_offsets(
+    value: torch.Tensor,
+    spatial_shapes: torch.Tensor,
+    level_start_index: torch.Tensor,
+    reference_points: torch.Tensor,
+    sampling_offsets: torch.Tensor,
+    attention: torch.Tensor,
+    *,
+    fused: bool = True,
+) -> torch.Tensor:
+    """:func:`ms_deform_attn` (or ``_fused``) at :func:`sampling_locations`."""
+    loc = sampling_locations(spatial_shapes, reference_points, sampling_offsets)
+    fn = ms_deform_attn_fused if fused else ms_deform_attn
+    return fn(value, spatial_shapes, level_start_index, loc, attention)
+
+
 # ----------------------------------------------------------------------------- deform_conv2d
 
 

@@ -90,31 +90,24 @@ class MSDeformAttn(nn.Module):
         value = value.view(N, S, H, self.d_model // H)
         offsets = self.sampling_offsets(query).view(N, Q, H, L, P, 2)
         logits = self.attention_weights(query).view(N, Q, H, L, P)
-        if reference_points.shape[-1] == 2:
-            # offsets are in pixels of each level: divide by (W_l, H_l)
-            normalizer = torch.stack([spatial_shapes[:, 1], spatial_shapes[:, 0]], -1).to(
-                offsets.dtype
-            )
-            loc = (
-                reference_points[:, :, None, :, None, :]
-                + offsets / normalizer[None, None, None, :, None, :]
-            )
-        elif reference_points.shape[-1] == 4:
-            ref = reference_points[:, :, None, :, None, :]
-            loc = ref[..., :2] + offsets / P * ref[..., 2:] * 0.5
-        else:
+        if reference_points.shape[-1] not in (2, 4):
             raise ValueError(
                 f"MSDeformAttn: reference_points last dim must be 2 or 4, got "
                 f"{tuple(reference_points.shape)}"
             )
-        # locations stay >= float32 (bf16 would quantise them to ~1/256 of the image)
-        loc = loc.to(torch.promote_types(value.dtype, torch.float32))
-        logits = logits.to(value.dtype)
         if self.fused:
-            out = kernels.ms_deform_attn_fused(
-                value, spatial_shapes, level_start_index, loc, logits
-            )
+            attention = logits  # softmax over L * P inside the kernel
         else:
-            weights = logits.view(N, Q, H, L * P).softmax(-1).view(N, Q, H, L, P)
-            out = kernels.ms_deform_attn(value, spatial_shapes, level_start_index, loc, weights)
+            attention = logits.view(N, Q, H, L * P).softmax(-1).view(N, Q, H, L, P)
+        # The kernel makes the sampling locations from the reference points (kept in float32:
+        # bfloat16 would quantise them to ~1/256 of the image) and the offsets (pixels).
+        out = kernels.ms_deform_attn_offsets(
+            value,
+            spatial_shapes,
+            level_start_index,
+            reference_points.to(torch.promote_types(reference_points.dtype, torch.float32)),
+            offsets,
+            attention,
+            fused=self.fused,
+        )
         return self.output_proj(out)

@@ -17,6 +17,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 from gmpvis.kernels import gm_affinity, reference, use_backend
+from gmpvis.kernels._launch import INTERPRETER
 from gmpvis.kernels.ops import gm_affinity as aff
 
 TOL = {
@@ -98,8 +99,8 @@ def test_triton_matches_reference(shape, dtype):
 @pytest.mark.parametrize("n1,n2", [(17, 5), (3, 17)])
 def test_triton_multi_block_tiles(monkeypatch, n1, n2):
     # tiny caps force several j-blocks, k-blocks and a-blocks (with padding) per program
-    monkeypatch.setitem(aff.TILE_CAPS, "cpu", {"rows": 16, "j": 16, "elems": 256})
-    blocks = aff._blocks(max(n1, n2), min(n1, n2), 5, torch.device("cpu"))
+    monkeypatch.setitem(aff.TILE_CAPS, "cpu", {"rows": 16, "j": 16, "elems": 256, "warps": 4})
+    blocks = aff._config(max(n1, n2), min(n1, n2), 5, INTERPRETER)
     assert blocks["BLOCK_J"] == 16 and blocks["BLOCK_A"] * blocks["BLOCK_K"] == 16
     tensors, kw = make_inputs(1, n1, n2, 5, 3, masks=True)
     kw["mask1"][0, 1] = kw["mask2"][0, 2] = False  # one dead node per graph

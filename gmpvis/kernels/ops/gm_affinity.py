@@ -5,29 +5,36 @@
     Q[i, a] = sum_{j != i, k != a} Ke(i, j, a, k) S[j, k],
     Ke(i, j, a, k) = exp(-||e1[i, j] - e2[a, k]||^2 / sigma^2)
 
-computed on the fly: for a fixed ``(i, a)`` the squared distances over ``(j, k)`` are
-``|e1_ij|^2 + |e2_ak|^2 - 2 e1_i @ e2_a^T`` (clamped at 0), one small GEMM; a program owns
-one ``i`` and a block of ``a`` and issues one ``tl.dot`` of a ``[J, C]`` tile of ``e1[i]``
-with a ``[C, A*K]`` tile of ``e2[a-block]``. Memory is O(n1 * n2) besides the inputs (plus
-the squared norms ``[B, n, n]``); the ``n1^2 n2^2`` tensor (or the dense ``M`` of
+computed on the fly: a program owns one ``i`` and a block of ``a`` and meets a ``[J, C]``
+tile of ``e1[i]`` with a ``[R, C]`` tile of ``e2[a-block]`` (``R = A * K`` edges). Memory
+is O(n1 * n2) besides the inputs; the ``n1^2 n2^2`` tensor (or the dense ``M`` of
 ``reference.gm_affinity_dense``) never exists. The node term is one float32 ``bmm`` added
 inside the kernel before the single rounding to the output dtype.
+
+Squared distances, two ways (``_sq_dist``), chosen per tile at run time:
+
+* on tensor cores: ``|x - m|^2 + |y - m|^2 - 2 (x - m) . (y - m)`` with ``m`` the mean edge
+  feature of the batch element, one ``tl.dot`` (``tf32x3``: float32-level products). Its
+  rounding error is ``~eps * (|x - m|^2 + |y - m|^2)``, so it is taken only when that sum
+  times ``1 / sigma^2`` stays below ``EXPANSION_LIMIT`` (the weight's relative error is then
+  below ``~1e-5``);
+* otherwise (features far from their mean against ``sigma``, or inf / NaN in the tile) as
+  direct differences ``sum_c (x_c - y_c)^2`` on the FMA units: exact to rounding, and an
+  infinite distance gives weight ``exp(-inf) = 0``.
 
 Backward, with ``G = grad_out`` masked and ``W(i,j,a,k) = G[i,a] S[j,k] Ke(i,j,a,k)``:
 
 * ``grad_node1 = G @ node2``, ``grad_node2 = G^T @ node1`` (cuBLAS / torch matmuls);
 * ``grad_S[j, k] = sum_{i != j, a != k} Ke G[i, a]``: the forward quadratic kernel run on the
   transposed edges ``e1[i, j] -> e1^T[j, i]`` (a stride swap) with ``G`` in place of ``S``;
-* ``grad_e1[i, j] = -2/sigma^2 (e1_ij sum_{a,k} W - sum_{a,k} W e2_ak)``: one program per
-  ``(i, block of j)`` loops over blocks of ``a`` (a second ``tl.dot``:
-  ``W [J, A*K] @ e2 [A*K, C]``);
+* ``grad_e1[i, j] = -2/sigma^2 sum_{a,k} W (e1_ij - e2_ak)``, written with centred features
+  as ``-2/sigma^2 ((x - m) sum W - sum W (y - m))``: one program per ``(i, block of j)``
+  loops over blocks of ``a`` (a second ``tl.dot``: ``W [J, R] @ (y - m) [R, C]``);
 * ``grad_e2`` is the same kernel with the graphs swapped (``e2, e1, S^T, G^T``), no sign
   change: ``-2/sigma^2 (e2_ak sum W - sum W e1_ij) = 2/sigma^2 sum W (e1_ij - e2_ak)``.
 
 Every kernel accumulates in float32; inputs float32/float16/bfloat16 (float64 runs the
-reference). Triton needs ``c <= 256`` (one register tile of edge features). The expanded
-distance has an absolute error of ~1e-7 * |e|^2 (float32), negligible unless ``sigma^2``
-is that small.
+reference). Triton needs ``c <= 256`` (one register tile of edge features).
 """
 
 import torch
@@ -35,13 +42,18 @@ import triton
 import triton.language as tl
 
 from gmpvis.kernels import reference
+from gmpvis.kernels._amp import cast_float32
 from gmpvis.kernels._backend import autograd_enabled, resolve
 from gmpvis.kernels._checks import check_tensor
+from gmpvis.kernels._launch import Arch, arch_for, launch
 
 OP = "gm_affinity"
 MAX_C = 256
 LOG2E = 1.4426950408889634  # exp(x) = exp2(x * log2(e))
 FLT_MAX = 3.0e38  # just below float32's largest finite value
+# (|x - m|^2 + |y - m|^2) * log2(e) / sigma^2 below this: the expanded distance's rounding
+# (a few float32 ulps of that sum) changes log2 of a weight by < 2^8 * 2^-22 ~ 6e-5 at most.
+EXPANSION_LIMIT: tl.constexpr = tl.constexpr(256.0)
 
 
 # --- Triton kernels
@@ -51,21 +63,46 @@ FLT_MAX = 3.0e38  # just below float32's largest finite value
 
 
 @triton.jit
+def _sq_dist(xc, yc, x_cols, y_cols, x_ok, y_ok, C, s_xc, s_yc, scale,
+             PRECISION: tl.constexpr, BLOCK_J: tl.constexpr, BLOCK_R: tl.constexpr):  # fmt: skip
+    """``[J, R]`` squared distances of the rows of ``x`` and ``y`` (see the module docstring).
+
+    ``xc = x - m`` ``[J, C]`` and ``yc = y - m`` ``[R, C]`` (float32, 0 outside the tile);
+    ``x_cols`` / ``y_cols``: pointers to each row's first feature (column ``c`` at
+    ``+ c * s_xc``), read again by the exact path; ``x_ok`` / ``y_ok``: the rows that count.
+    """
+    q1 = tl.where(x_ok, tl.sum(xc * xc, axis=1), 0.0)
+    q2 = tl.where(y_ok, tl.sum(yc * yc, axis=1), 0.0)
+    # NaN compares false: a NaN norm takes the exact path, as an infinite one does
+    q_max = tl.max(tl.where(q1 == q1, q1, float("inf")), axis=0)
+    q_max += tl.max(tl.where(q2 == q2, q2, float("inf")), axis=0)
+    if q_max < EXPANSION_LIMIT / scale:  # (scale > 0; q_max * scale may overflow)
+        xy = tl.dot(xc, tl.trans(yc), input_precision=PRECISION)
+        d2 = tl.maximum(q1[:, None] + q2[None, :] - 2.0 * xy, 0.0)  # clamp the rounding
+    else:
+        d2 = tl.zeros([BLOCK_J, BLOCK_R], dtype=tl.float32)
+        for c in range(C):
+            xv = tl.load(x_cols + c * s_xc, mask=x_ok, other=0.0).to(tl.float32)
+            yv = tl.load(y_cols + c * s_yc, mask=y_ok, other=0.0).to(tl.float32)
+            diff = xv[:, None] - yv[None, :]
+            d2 += diff * diff
+    return d2
+
+
+@triton.jit
 def _gm_quad_kernel(
-    out_ptr, base_ptr, e1_ptr, e2_ptr, q1_ptr, q2_ptr, s_ptr, m1_ptr, m2_ptr,
+    out_ptr, base_ptr, e1_ptr, e2_ptr, m_ptr, s_ptr, m1_ptr, m2_ptr,
     N1, N2, C, scale,
     s_e1b, s_e1i, s_e1j, s_e1c, s_e2b, s_e2a, s_e2k, s_e2c,
-    s_q1b, s_q1i, s_q1j, s_q2b, s_q2a, s_q2k,
     s_sb, s_sj, s_sk, s_ob, s_oi, s_oa, s_m1b, s_m2b,
     HAS_BASE: tl.constexpr, HAS_M1: tl.constexpr, HAS_M2: tl.constexpr,
-    BLOCK_J: tl.constexpr, BLOCK_A: tl.constexpr, BLOCK_K: tl.constexpr,
-    BLOCK_C: tl.constexpr,
+    PRECISION: tl.constexpr, BLOCK_J: tl.constexpr, BLOCK_A: tl.constexpr,
+    BLOCK_K: tl.constexpr, BLOCK_C: tl.constexpr,
 ):  # fmt: skip
     """Program ``(i, a-block, b)``: ``out[i, a] = base[i, a] + sum_{j,k} Ke(i,j,a,k) S[j,k]``.
 
-    ``q1 = |e1|^2 [B, n1, n1]``, ``q2 = |e2|^2`` (float32, computed once by the launcher);
-    ``scale = log2(e) / sigma^2``: ``Ke = exp2(-d2 * scale)``. ``base`` (the node term,
-    float32) shares ``out``'s strides.
+    ``m_ptr``: the centre ``m [B, C]`` (float32); ``scale = log2(e) / sigma^2``:
+    ``Ke = exp2(-d2 * scale)``. ``base`` (the node term, float32) shares ``out``'s strides.
     """
     i = tl.program_id(0)
     b = tl.program_id(2).to(tl.int64)
@@ -84,42 +121,37 @@ def _gm_quad_kernel(
     j_end = tl.where(live_i, N1, 0)  # a masked row i skips all work
     offs_c = tl.arange(0, BLOCK_C)
     c_ok = offs_c < C
+    centre = tl.load(m_ptr + b * C + offs_c, mask=c_ok, other=0.0)
     acc = tl.zeros([BLOCK_J, BLOCK_A * BLOCK_K], dtype=tl.float32)  # reduced once at the end
     for j0 in range(0, j_end, BLOCK_J):
         offs_j = j0 + tl.arange(0, BLOCK_J)
         j_ok = (offs_j < N1) & (offs_j != i)
         if HAS_M1:
             j_ok = j_ok & (tl.load(m1_ptr + b * s_m1b + offs_j, mask=offs_j < N1, other=0) != 0)
-        x = tl.load(
-            e1_ptr + b * s_e1b + i * s_e1i + offs_j[:, None] * s_e1j + offs_c[None, :] * s_e1c,
-            mask=(offs_j[:, None] < N1) & c_ok[None, :],
-            other=0.0,
-        ).to(tl.float32)  # [J, C]
-        sq1 = tl.load(q1_ptr + b * s_q1b + i * s_q1i + offs_j * s_q1j, mask=offs_j < N1, other=0.0)
+        x_rows = e1_ptr + b * s_e1b + i * s_e1i + offs_j * s_e1j  # [J] row starts
+        x_mask = (offs_j[:, None] < N1) & c_ok[None, :]
+        x = tl.load(x_rows[:, None] + offs_c[None, :] * s_e1c, mask=x_mask, other=0.0)
+        xc = tl.where(x_mask, x.to(tl.float32) - centre[None, :], 0.0)  # [J, C]
         for k0 in range(0, N2, BLOCK_K):
             col_k = k0 + r_k
             in_k = (r_a < N2) & (col_k < N2)
             col_ok = ra_ok & (col_k < N2) & (col_k != r_a)
             if HAS_M2:
                 col_ok = col_ok & (tl.load(m2_ptr + b * s_m2b + col_k, mask=in_k, other=0) != 0)
-            y = tl.load(
-                e2_ptr
-                + b * s_e2b
-                + r_a[:, None] * s_e2a
-                + col_k[:, None] * s_e2k
-                + offs_c[None, :] * s_e2c,
-                mask=in_k[:, None] & c_ok[None, :],
-                other=0.0,
-            ).to(tl.float32)  # [R, C]
-            sq2 = tl.load(q2_ptr + b * s_q2b + r_a * s_q2a + col_k * s_q2k, mask=in_k, other=0.0)
-            xy = tl.dot(x, tl.trans(y), input_precision="ieee")  # [J, R]
-            d2 = tl.maximum(sq1[:, None] + sq2[None, :] - 2.0 * xy, 0.0)  # clamp rounding
+            y_rows = e2_ptr + b * s_e2b + r_a * s_e2a + col_k * s_e2k  # [R]
+            y_mask = in_k[:, None] & c_ok[None, :]
+            y = tl.load(y_rows[:, None] + offs_c[None, :] * s_e2c, mask=y_mask, other=0.0)
+            yc = tl.where(y_mask, y.to(tl.float32) - centre[None, :], 0.0)  # [R, C]
+            d2 = _sq_dist(xc, yc, x_rows, y_rows, j_ok, col_ok, C, s_e1c, s_e2c, scale,
+                          PRECISION, BLOCK_J, BLOCK_A * BLOCK_K)  # fmt: skip
+            ok = j_ok[:, None] & col_ok[None, :]
             s = tl.load(
                 s_ptr + b * s_sb + offs_j[:, None] * s_sj + col_k[None, :] * s_sk,
-                mask=j_ok[:, None] & col_ok[None, :],
+                mask=ok,
                 other=0.0,
             ).to(tl.float32)
-            acc += tl.exp2(-d2 * scale) * s
+            # where, not a product with 0: a NaN of an excluded edge must not count
+            acc += tl.where(ok, tl.exp2(-d2 * scale) * s, 0.0)
     # sum over j, then over the k of each a: [J, A * K] -> [A * K] -> [A, K] -> [A]
     total = tl.sum(tl.reshape(tl.sum(acc, axis=0), [BLOCK_A, BLOCK_K]), axis=1)
     if HAS_BASE:
@@ -135,16 +167,16 @@ def _gm_quad_kernel(
 
 @triton.jit
 def _gm_edge_grad_kernel(
-    out_ptr, e1_ptr, e2_ptr, q1_ptr, q2_ptr, s_ptr, g_ptr, m1_ptr, m2_ptr,
+    out_ptr, e1_ptr, e2_ptr, m_ptr, s_ptr, g_ptr, m1_ptr, m2_ptr,
     N1, N2, C, scale, coef,
     s_e1b, s_e1i, s_e1j, s_e1c, s_e2b, s_e2a, s_e2k, s_e2c,
-    s_q1b, s_q1i, s_q1j, s_q2b, s_q2a, s_q2k,
     s_sb, s_sj, s_sk, s_gb, s_gi, s_ga, s_ob, s_oi, s_oj, s_oc, s_m1b, s_m2b,
     HAS_M1: tl.constexpr, HAS_M2: tl.constexpr,
-    BLOCK_J: tl.constexpr, BLOCK_A: tl.constexpr, BLOCK_K: tl.constexpr,
-    BLOCK_C: tl.constexpr,
+    PRECISION: tl.constexpr, BLOCK_J: tl.constexpr, BLOCK_A: tl.constexpr,
+    BLOCK_K: tl.constexpr, BLOCK_C: tl.constexpr,
 ):  # fmt: skip
-    """Program ``(i, j-block, b)``: ``out[i, j] = coef (e1_ij sum_{a,k} W - sum_{a,k} W e2_ak)``.
+    """Program ``(i, j-block, b)``:
+    ``out[i, j] = coef ((x - m) sum_{a,k} W - sum_{a,k} W (y - m))``.
 
     ``W = G[i, a] S[j, k] Ke(i, j, a, k)`` over ``j != i, k != a`` and live nodes;
     ``coef = -2 / sigma^2``.
@@ -160,17 +192,16 @@ def _gm_edge_grad_kernel(
         live_i = tl.load(m1_ptr + b * s_m1b + i) != 0
     offs_c = tl.arange(0, BLOCK_C)
     c_ok = offs_c < C
+    centre = tl.load(m_ptr + b * C + offs_c, mask=c_ok, other=0.0)
     j_ok = (offs_j < N1) & (offs_j != i)
     if HAS_M1:
         j_ok = j_ok & (tl.load(m1_ptr + b * s_m1b + offs_j, mask=offs_j < N1, other=0) != 0)
-    x = tl.load(
-        e1_ptr + b * s_e1b + i * s_e1i + offs_j[:, None] * s_e1j + offs_c[None, :] * s_e1c,
-        mask=(offs_j[:, None] < N1) & c_ok[None, :],
-        other=0.0,
-    ).to(tl.float32)  # [J, C]
-    sq1 = tl.load(q1_ptr + b * s_q1b + i * s_q1i + offs_j * s_q1j, mask=offs_j < N1, other=0.0)
+    x_rows = e1_ptr + b * s_e1b + i * s_e1i + offs_j * s_e1j
+    x_mask = (offs_j[:, None] < N1) & c_ok[None, :]
+    x = tl.load(x_rows[:, None] + offs_c[None, :] * s_e1c, mask=x_mask, other=0.0)
+    xc = tl.where(x_mask, x.to(tl.float32) - centre[None, :], 0.0)  # [J, C]
     wsum = tl.zeros([BLOCK_J], dtype=tl.float32)  # sum_{a,k} W
-    wy = tl.zeros([BLOCK_J, BLOCK_C], dtype=tl.float32)  # sum_{a,k} W e2_ak
+    wy = tl.zeros([BLOCK_J, BLOCK_C], dtype=tl.float32)  # sum_{a,k} W (y - m)
     for a0 in range(0, tl.where(live_i, N2, 0), BLOCK_A):
         r_a = a0 + r_da
         ra_ok = r_a < N2
@@ -184,27 +215,22 @@ def _gm_edge_grad_kernel(
             col_ok = ra_ok & (col_k < N2) & (col_k != r_a)
             if HAS_M2:
                 col_ok = col_ok & (tl.load(m2_ptr + b * s_m2b + col_k, mask=in_k, other=0) != 0)
-            y = tl.load(
-                e2_ptr
-                + b * s_e2b
-                + r_a[:, None] * s_e2a
-                + col_k[:, None] * s_e2k
-                + offs_c[None, :] * s_e2c,
-                mask=in_k[:, None] & c_ok[None, :],
-                other=0.0,
-            ).to(tl.float32)  # [R, C]
-            sq2 = tl.load(q2_ptr + b * s_q2b + r_a * s_q2a + col_k * s_q2k, mask=in_k, other=0.0)
-            xy = tl.dot(x, tl.trans(y), input_precision="ieee")  # [J, R]
-            d2 = tl.maximum(sq1[:, None] + sq2[None, :] - 2.0 * xy, 0.0)
+            y_rows = e2_ptr + b * s_e2b + r_a * s_e2a + col_k * s_e2k
+            y_mask = in_k[:, None] & c_ok[None, :]
+            y = tl.load(y_rows[:, None] + offs_c[None, :] * s_e2c, mask=y_mask, other=0.0)
+            yc = tl.where(y_mask, y.to(tl.float32) - centre[None, :], 0.0)  # [R, C]
+            d2 = _sq_dist(xc, yc, x_rows, y_rows, j_ok, col_ok, C, s_e1c, s_e2c, scale,
+                          PRECISION, BLOCK_J, BLOCK_A * BLOCK_K)  # fmt: skip
+            ok = j_ok[:, None] & col_ok[None, :]
             s = tl.load(
                 s_ptr + b * s_sb + offs_j[:, None] * s_sj + col_k[None, :] * s_sk,
-                mask=j_ok[:, None] & col_ok[None, :],
+                mask=ok,
                 other=0.0,
             ).to(tl.float32)
-            w = tl.exp2(-d2 * scale) * s * g[None, :]  # [J, R]
+            w = tl.where(ok, tl.exp2(-d2 * scale) * s * g[None, :], 0.0)  # [J, R]
             wsum += tl.sum(w, axis=1)
-            wy += tl.dot(w, y, input_precision="ieee")  # [J, C]
-    grad = coef * (x * wsum[:, None] - wy)
+            wy += tl.dot(w, yc, input_precision=PRECISION)  # [J, C]
+    grad = coef * (xc * wsum[:, None] - wy)
     tl.store(
         out_ptr + b * s_ob + i * s_oi + offs_j[:, None] * s_oj + offs_c[None, :] * s_oc,
         grad.to(out_ptr.dtype.element_ty),
@@ -215,21 +241,18 @@ def _gm_edge_grad_kernel(
 # --- launchers
 
 
-# Tile caps. GPU: [R, C] and [J, R] tiles of <= 4096 float32 each stay in registers.
-# CPU (the interpreter): wide tiles, few programs, since its cost is per op, not per element.
-# Tests shrink these to exercise every loop (several j-, a- and k-blocks) on tiny graphs.
-TILE_CAPS = {
-    "gpu": {"rows": 128, "j": 32, "elems": 4096},
-    "cpu": {"rows": 1024, "j": 128, "elems": 1 << 20},
-}
+def _config(n_j: int, n_k: int, c: int, arch: Arch) -> dict:
+    """Tile sizes and warps: J rows of e1 against R = A * K rows of e2, all C features in one
+    tile (``tl.dot`` needs J, R, C >= 16).
 
-
-def _blocks(n_j: int, n_k: int, c: int, device: torch.device) -> dict[str, int]:
-    """Tile sizes: J rows of e1 against R = A * K rows of e2, all C features in one tile.
-
-    ``tl.dot`` needs J, R, C >= 16.
+    GPU: ``[J, R] = [16, 64]`` tiles over 4 warps (the accumulator, the distances, the dot
+    result and the weights are such tiles: 8 values a thread each) keep both kernels within
+    255 registers without spills (the compile report); shared memory holds only the dot
+    operands and layout conversions (about 10 KB), so one config fits every arch from
+    sm_80 on. The interpreter: wide tiles, few programs, since its cost is per op, not per
+    element.
     """
-    caps = TILE_CAPS["gpu" if device.type == "cuda" else "cpu"]
+    caps = TILE_CAPS["cpu" if arch.interpreted else "gpu"]
     block_c = max(16, triton.next_power_of_2(c))
     rows = max(16, min(caps["rows"], caps["elems"] // block_c))
     block_k = min(triton.next_power_of_2(n_k), rows)
@@ -237,7 +260,28 @@ def _blocks(n_j: int, n_k: int, c: int, device: torch.device) -> dict[str, int]:
     block_a = max(block_a, 16 // block_k)  # R >= 16 for tiny graphs
     cap_j = caps["j"] if block_c <= 64 else caps["j"] // 2
     block_j = max(16, min(triton.next_power_of_2(n_j), cap_j))
-    return {"BLOCK_J": block_j, "BLOCK_A": block_a, "BLOCK_K": block_k, "BLOCK_C": block_c}
+    cfg = {
+        "BLOCK_J": block_j, "BLOCK_A": block_a, "BLOCK_K": block_k, "BLOCK_C": block_c,
+        "num_warps": caps["warps"], "num_stages": 1,
+    }  # fmt: skip
+    if not arch.interpreted:
+        # without a register cap ptxas may aim for 2 blocks per SM and spill (sm_89)
+        cfg["maxnreg"] = 255
+    return cfg
+
+
+# Tile caps. Tests shrink the interpreter's to exercise every loop (several j-, a- and k-blocks)
+# on tiny graphs.
+TILE_CAPS = {
+    "gpu": {"rows": 64, "j": 16, "elems": 4096, "warps": 4},
+    "cpu": {"rows": 1024, "j": 128, "elems": 1 << 20, "warps": 4},
+}
+
+
+def _precision() -> str:
+    """tf32x3 (three TF32 products: float32-level accuracy on tensor cores) unless TF32
+    matmuls are allowed (``torch.backends.cuda.matmul.allow_tf32``): then one TF32 pass."""
+    return "tf32" if torch.backends.cuda.matmul.allow_tf32 else "tf32x3"
 
 
 def _mask_arg(mask: torch.Tensor | None, like: torch.Tensor) -> tuple[torch.Tensor, int]:
@@ -259,16 +303,29 @@ def _scale(sigma: float, k: float) -> float:
     return max(-FLT_MAX, min(FLT_MAX, k / (sigma * sigma)))
 
 
-def _sqnorm(e: torch.Tensor) -> torch.Tensor:
-    """``|e[b, i, j]|^2`` in float32: ``[B, n, n]`` (O(n^2 c), once per launch)."""
-    return e.float().pow(2).sum(-1)
+def _centre(e1, e2, mask1, mask2) -> torch.Tensor:
+    """``m [B, c]`` float32: the mean feature of the live edges of both graphs (0 when that
+    is not finite). Any ``m`` gives the same distances; one near the features keeps the
+    expanded form accurate (see ``_sq_dist``)."""
+    total = count = None
+    for e, mask in ((e1, mask1), (e2, mask2)):
+        B, n = e.shape[:2]
+        live = torch.ones(B, n, n, 1, dtype=torch.bool, device=e.device)
+        if mask is not None:
+            live = (mask[:, :, None] & mask[:, None, :])[..., None]
+        part = torch.where(live, e.float(), 0.0).sum((1, 2))  # [B, c]
+        num = live.sum((1, 2)).float()  # [B, 1]
+        total = part if total is None else total + part
+        count = num if count is None else count + num
+    m = total / count.clamp_min(1.0)
+    return torch.where(torch.isfinite(m), m, 0.0).contiguous()
 
 
-def _quad(base, e1, e2, q1, q2, s, mask1, mask2, sigma, out_dtype):
+def _quad(base, e1, e2, centre, s, mask1, mask2, sigma, out_dtype):
     """Launch ``_gm_quad_kernel``: ``base + Q(s)`` as ``[B, n1, n2]`` in ``out_dtype``.
 
-    ``e1``/``e2`` (and their norms ``q1``/``q2``) may be transposed views: strides are
-    passed. ``base`` None: the quadratic term only.
+    ``e1``/``e2`` may be transposed views: strides are passed. ``base`` None: the
+    quadratic term only.
     """
     B, n1, _, c = e1.shape
     n2 = e2.shape[1]
@@ -278,21 +335,21 @@ def _quad(base, e1, e2, q1, q2, s, mask1, mask2, sigma, out_dtype):
         base = base.float().contiguous()  # same strides as out
     m1, s_m1 = _mask_arg(mask1, out)
     m2, s_m2 = _mask_arg(mask2, out)
-    blocks = _blocks(n1, n2, c, e1.device)
+    cfg = _config(n1, n2, c, arch_for(e1.device))
     if out.numel() > 0:
-        grid = (n1, triton.cdiv(n2, blocks["BLOCK_A"]), B)
-        _gm_quad_kernel[grid](
-            out, out if base is None else base, e1, e2, q1, q2, s, m1, m2,
+        grid = (n1, triton.cdiv(n2, cfg["BLOCK_A"]), B)
+        launch(
+            _gm_quad_kernel, grid,
+            out, out if base is None else base, e1, e2, centre, s, m1, m2,
             n1, n2, c, _scale(sigma, LOG2E),
-            *e1.stride(), *e2.stride(), *q1.stride(), *q2.stride(), *s.stride(), *out.stride(),
-            s_m1, s_m2,
+            *e1.stride(), *e2.stride(), *s.stride(), *out.stride(), s_m1, s_m2,
             HAS_BASE=base is not None, HAS_M1=mask1 is not None, HAS_M2=mask2 is not None,
-            **blocks,
+            PRECISION=_precision(), device=e1.device, **cfg,
         )  # fmt: skip
     return out
 
 
-def _edge_grad(e1, e2, q1, q2, s, g, mask1, mask2, sigma):
+def _edge_grad(e1, e2, centre, s, g, mask1, mask2, sigma):
     """Launch ``_gm_edge_grad_kernel``: the gradient w.r.t. ``e1`` ``[B, n1, n1, c]``."""
     B, n1, _, c = e1.shape
     n2 = e2.shape[1]
@@ -300,26 +357,27 @@ def _edge_grad(e1, e2, q1, q2, s, g, mask1, mask2, sigma):
     out = torch.empty(e1.shape, dtype=e1.dtype, device=e1.device)
     m1, s_m1 = _mask_arg(mask1, out)
     m2, s_m2 = _mask_arg(mask2, out)
-    blocks = _blocks(n1, n2, c, e1.device)
+    cfg = _config(n1, n2, c, arch_for(e1.device))
     if out.numel() > 0:
-        grid = (n1, triton.cdiv(n1, blocks["BLOCK_J"]), B)
-        _gm_edge_grad_kernel[grid](
-            out, e1, e2, q1, q2, s, g, m1, m2,
+        grid = (n1, triton.cdiv(n1, cfg["BLOCK_J"]), B)
+        launch(
+            _gm_edge_grad_kernel, grid,
+            out, e1, e2, centre, s, g, m1, m2,
             n1, n2, c, _scale(sigma, LOG2E), _scale(sigma, -2.0),
-            *e1.stride(), *e2.stride(), *q1.stride(), *q2.stride(), *s.stride(), *g.stride(),
-            *out.stride(), s_m1, s_m2,
-            HAS_M1=mask1 is not None, HAS_M2=mask2 is not None, **blocks,
+            *e1.stride(), *e2.stride(), *s.stride(), *g.stride(), *out.stride(), s_m1, s_m2,
+            HAS_M1=mask1 is not None, HAS_M2=mask2 is not None, PRECISION=_precision(),
+            device=e1.device, **cfg,
         )  # fmt: skip
     return out
 
 
 def _forward(node1, node2, edge1, edge2, assign, sigma, mask1, mask2):
-    """Triton forward on contiguous tensors: ``[B, n1, n2]`` in ``node1.dtype``."""
+    """Triton forward: ``[B, n1, n2]`` in ``node1.dtype``."""
     edge1, edge2, assign = edge1.contiguous(), edge2.contiguous(), assign.contiguous()
     # node term by cuBLAS in float32, added inside the kernel before the single rounding
     base = torch.bmm(node1.float(), node2.float().transpose(1, 2))
-    q1, q2 = _sqnorm(edge1), _sqnorm(edge2)
-    return _quad(base, edge1, edge2, q1, q2, assign, mask1, mask2, sigma, node1.dtype)
+    centre = _centre(edge1, edge2, mask1, mask2)
+    return _quad(base, edge1, edge2, centre, assign, mask1, mask2, sigma, node1.dtype)
 
 
 def _backward(grad, node1, node2, edge1, edge2, assign, sigma, mask1, mask2):
@@ -329,19 +387,19 @@ def _backward(grad, node1, node2, edge1, edge2, assign, sigma, mask1, mask2):
     )
     g = grad.float()
     if mask1 is not None:
-        g = g * mask1[:, :, None]
+        g = torch.where(mask1[:, :, None], g, 0.0)
     if mask2 is not None:
-        g = g * mask2[:, None, :]
+        g = torch.where(mask2[:, None, :], g, 0.0)
     g = g.contiguous()  # masked G, float32 [B, n1, n2]
     grad_node1 = torch.bmm(g, node2.float()).to(node1.dtype)
     grad_node2 = torch.bmm(g.transpose(1, 2), node1.float()).to(node2.dtype)
     # grad_S[j, k] = sum_{i, a} Ke(i, j, a, k) G[i, a]: forward kernel on e^T, G as "S"
-    q1, q2 = _sqnorm(edge1), _sqnorm(edge2)
-    e1t, e2t, q1t, q2t = (t.transpose(1, 2) for t in (edge1, edge2, q1, q2))
-    grad_assign = _quad(None, e1t, e2t, q1t, q2t, g, mask1, mask2, sigma, assign.dtype)
-    grad_edge1 = _edge_grad(edge1, edge2, q1, q2, assign, g, mask1, mask2, sigma)
+    centre = _centre(edge1, edge2, mask1, mask2)
+    e1t, e2t = edge1.transpose(1, 2), edge2.transpose(1, 2)
+    grad_assign = _quad(None, e1t, e2t, centre, g, mask1, mask2, sigma, assign.dtype)
+    grad_edge1 = _edge_grad(edge1, edge2, centre, assign, g, mask1, mask2, sigma)
     grad_edge2 = _edge_grad(
-        edge2, edge1, q2, q1, assign.transpose(1, 2), g.transpose(1, 2), mask2, mask1, sigma
+        edge2, edge1, centre, assign.transpose(1, 2), g.transpose(1, 2), mask2, mask1, sigma
     )
     return grad_node1, grad_node2, grad_edge1, grad_edge2, grad_assign
 
@@ -399,7 +457,8 @@ def _gm_affinity_backward_op(
 
 @_gm_affinity_backward_op.register_fake
 def _(grad, node1, node2, edge1, edge2, assign, sigma, mask1, mask2):
-    return tuple(torch.empty_like(t) for t in (node1, node2, edge1, edge2, assign))
+    # contiguous, as both backends return them (whatever the inputs' strides)
+    return tuple(t.new_empty(t.shape) for t in (node1, node2, edge1, edge2, assign))
 
 
 def _setup_context(ctx, inputs, output):
@@ -462,6 +521,9 @@ def gm_affinity(
         raise ValueError(f"{OP}: sigma must be a positive number, got {sigma!r}")
     if sigma == float("inf"):
         raise ValueError(f"{OP}: sigma must be finite, got {sigma!r}")
+    node1, node2, edge1, edge2, assign = cast_float32(
+        node1.device, node1, node2, edge1, edge2, assign
+    )  # autocast: float32 (see _amp)
     return torch.ops.gmpvis.gm_affinity(
         node1, node2, edge1, edge2, assign, float(sigma), mask1, mask2
     )

@@ -32,10 +32,13 @@ import triton
 import triton.language as tl
 
 from gmpvis.kernels import reference
+from gmpvis.kernels._amp import cast_float32
 from gmpvis.kernels._backend import autograd_enabled, resolve
 from gmpvis.kernels._checks import check_tensor
+from gmpvis.kernels._launch import Arch, arch_for, launch
 
 MAX_SIDE = 128  # largest R (= n1 [+1]) and C (= n2 [+1]) one program holds on chip
+TILE_PER_THREAD = 16  # tile elements per thread (see _config)
 _CAP = 1e30  # reference._LOGIT_CAP: +inf and overflowing logits are clamped here
 _TINY = 1.1754943508222875e-38  # float32 tiny: log(tiny) is the lse of an all -inf slice
 CAP: tl.constexpr = tl.constexpr(_CAP)  # the same two, as kernel constants
@@ -46,12 +49,9 @@ TINY: tl.constexpr = tl.constexpr(_TINY)
 
 
 @triton.jit
-def _load_problem(
-    S, RM, CM, b, n1, n2, tau, bin_logit,
-    HAS_RM: tl.constexpr, HAS_CM: tl.constexpr, HAS_BIN: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-):  # fmt: skip
-    """The initial ``[BLOCK_M, BLOCK_N]`` logits, log marginals and the real-entry mask."""
+def _real(RM, CM, b, n1, n2, HAS_RM: tl.constexpr, HAS_CM: tl.constexpr,
+          BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):  # fmt: skip
+    """Real rows ``[BLOCK_M]`` and columns ``[BLOCK_N]``: inside the scores and unmasked."""
     offs_i = tl.arange(0, BLOCK_M)
     offs_j = tl.arange(0, BLOCK_N)
     real_i = offs_i < n1
@@ -60,12 +60,32 @@ def _load_problem(
         real_i = real_i & (tl.load(RM + b * n1 + offs_i, mask=offs_i < n1, other=0) != 0)
     if HAS_CM:
         real_j = real_j & (tl.load(CM + b * n2 + offs_j, mask=offs_j < n2, other=0) != 0)
+    return real_i, real_j
+
+
+@triton.jit
+def _load_problem(
+    S, RM, CM, b, n1, n2, ld, tau, bin_logit,
+    HAS_RM: tl.constexpr, HAS_CM: tl.constexpr, HAS_BIN: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):  # fmt: skip
+    """The initial ``[BLOCK_M, BLOCK_N]`` logits and the dustbin's log masses.
+
+    ``S`` has rows of ``ld`` (a multiple of 16) elements: the column mask ``j < ld`` then
+    has 16-wide constancy, so Triton vectorises the loads and spreads the tile over the
+    warps in 4 x 4 blocks per thread (with rows of ``n2`` every thread held a column strip
+    and every row vector took one register per row of the strip).
+    """
+    offs_i = tl.arange(0, BLOCK_M)
+    offs_j = tl.arange(0, BLOCK_N)
+    real_i, real_j = _real(RM, CM, b, n1, n2, HAS_RM, HAS_CM, BLOCK_M, BLOCK_N)
     real = real_i[:, None] & real_j[None, :]
-    ptrs = S + b * n1 * n2 + offs_i[:, None] * n2 + offs_j[None, :]
-    s = tl.load(ptrs, mask=real, other=float("-inf")).to(tl.float32)
+    ptrs = S + b * n1 * ld + offs_i[:, None] * ld + offs_j[None, :]
+    s = tl.load(ptrs, mask=(offs_i < n1)[:, None] & (offs_j < ld)[None, :], other=0.0)
+    s = tl.where(real, s.to(tl.float32), float("-inf"))
     x = tl.minimum(s / tau, CAP)
-    log_mu = tl.zeros([BLOCK_M], dtype=tl.float32)
-    log_nu = tl.zeros([BLOCK_N], dtype=tl.float32)
+    log_n = 0.0
+    log_m = 0.0
     if HAS_BIN:
         # SuperGlue marginals: the dustbin row holds mass n (real columns), the dustbin
         # column mass m (real rows); each real row / column holds mass 1.
@@ -76,9 +96,9 @@ def _load_problem(
         live = (real_i | bin_i)[:, None] & (real_j | bin_j)[None, :]
         on_bin = live & (bin_i[:, None] | bin_j[None, :])
         x = tl.where(on_bin, bin_logit, x)
-        log_mu = tl.where(bin_i, tl.log(tl.maximum(n, 1.0)), log_mu)
-        log_nu = tl.where(bin_j, tl.log(tl.maximum(m, 1.0)), log_nu)
-    return x, log_mu, log_nu, real
+        log_n = tl.log(tl.maximum(n, 1.0))
+        log_m = tl.log(tl.maximum(m, 1.0))
+    return x, log_n, log_m
 
 
 @triton.jit
@@ -95,7 +115,7 @@ def _lse(x, AXIS: tl.constexpr):
 
 @triton.jit
 def _iterate(
-    x, log_mu, log_nu, LSE, iters,
+    x, n1, n2, log_n, log_m, LSE, iters,
     HAS_BIN: tl.constexpr, SAVE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):  # fmt: skip
     """``iters`` Sinkhorn rounds on the register tile; with SAVE, the shifts go to LSE
@@ -104,6 +124,8 @@ def _iterate(
     A half step is ``x = (x - lse(x)) + log mu``, in the reference's order: with a huge
     ``lse`` float32 absorbs ``log mu`` in ``lse - log mu``, not in ``(x - lse) + log mu``.
     The backward reads the shift ``c = lse - log mu`` (``x = x' + c`` rebuilds the iterate).
+    ``log mu`` is 0 on real rows and ``log_n`` on the dustbin row ``n1`` (``log nu``
+    likewise): rebuilt from the row index each step, not held as a vector in registers.
     """
     offs_i = tl.arange(0, BLOCK_M)
     offs_j = tl.arange(0, BLOCK_N)
@@ -111,30 +133,30 @@ def _iterate(
         lse_r = _lse(x, 1)
         x = x - lse_r[:, None]
         if HAS_BIN:  # log mu = log nu = 0 without a dustbin
-            x = x + log_mu[:, None]
+            x = tl.where(offs_i[:, None] == n1, x + log_n, x)
         lse_c = _lse(x, 0)
         x = x - lse_c[None, :]
         if HAS_BIN:
-            x = x + log_nu[None, :]
+            x = tl.where(offs_j[None, :] == n2, x + log_m, x)
         if SAVE:
             base = LSE + t * (BLOCK_M + BLOCK_N)
-            tl.store(base + offs_i, lse_r - log_mu)
-            tl.store(base + BLOCK_M + offs_j, lse_c - log_nu)
+            tl.store(base + offs_i, tl.where(offs_i == n1, lse_r - log_n, lse_r))
+            tl.store(base + BLOCK_M + offs_j, tl.where(offs_j == n2, lse_c - log_m, lse_c))
     return x
 
 
 @triton.jit
 def _sinkhorn_fwd_kernel(
-    S, RM, CM, P, n1, n2, tau, bin_logit, iters,
+    S, RM, CM, P, n1, n2, ld, tau, bin_logit, iters,
     HAS_RM: tl.constexpr, HAS_CM: tl.constexpr, HAS_BIN: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):  # fmt: skip
     """One program per batch element: ``P[b] = exp(x)`` after ``iters`` rounds."""
     b = tl.program_id(0)
-    x, log_mu, log_nu, _ = _load_problem(
-        S, RM, CM, b, n1, n2, tau, bin_logit, HAS_RM, HAS_CM, HAS_BIN, BLOCK_M, BLOCK_N
+    x, log_n, log_m = _load_problem(
+        S, RM, CM, b, n1, n2, ld, tau, bin_logit, HAS_RM, HAS_CM, HAS_BIN, BLOCK_M, BLOCK_N
     )
-    x = _iterate(x, log_mu, log_nu, S, iters, HAS_BIN, False, BLOCK_M, BLOCK_N)
+    x = _iterate(x, n1, n2, log_n, log_m, S, iters, HAS_BIN, False, BLOCK_M, BLOCK_N)
     R = n1 + 1 if HAS_BIN else n1
     C = n2 + 1 if HAS_BIN else n2
     offs_i = tl.arange(0, BLOCK_M)
@@ -146,17 +168,17 @@ def _sinkhorn_fwd_kernel(
 
 @triton.jit
 def _sinkhorn_bwd_kernel(
-    G, S, RM, CM, LSE, DS, n1, n2, tau, bin_logit, iters,
+    G, S, RM, CM, LSE, DS, n1, n2, ld, tau, bin_logit, iters,
     HAS_RM: tl.constexpr, HAS_CM: tl.constexpr, HAS_BIN: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):  # fmt: skip
     """Recompute the forward (saving the shifts), then reverse the iterations: ``DS = dL/dS``."""
     b = tl.program_id(0)
-    x, log_mu, log_nu, real = _load_problem(
-        S, RM, CM, b, n1, n2, tau, bin_logit, HAS_RM, HAS_CM, HAS_BIN, BLOCK_M, BLOCK_N
+    x, log_n, log_m = _load_problem(
+        S, RM, CM, b, n1, n2, ld, tau, bin_logit, HAS_RM, HAS_CM, HAS_BIN, BLOCK_M, BLOCK_N
     )
     LSE += b.to(tl.int64) * iters * (BLOCK_M + BLOCK_N)  # int64: B * iters * 256 may pass 2**31
-    x = _iterate(x, log_mu, log_nu, LSE, iters, HAS_BIN, True, BLOCK_M, BLOCK_N)
+    x = _iterate(x, n1, n2, log_n, log_m, LSE, iters, HAS_BIN, True, BLOCK_M, BLOCK_N)
     tl.debug_barrier()  # the shifts stored above are read back below
     R = n1 + 1 if HAS_BIN else n1
     C = n2 + 1 if HAS_BIN else n2
@@ -171,28 +193,38 @@ def _sinkhorn_bwd_kernel(
         # column half step x' = x - c: its VJP is g - softmax_col(x) * colsum(g), and
         # softmax_col(x) = softmax_col(x') (a shift per column) = exp(x') / colsum(exp(x')).
         # exp(x') cannot overflow: x' <= log nu <= log(MAX_SIDE) after a column step.
-        p = tl.exp(x)
-        scale = tl.sum(g, axis=0) / tl.maximum(tl.sum(p, axis=0), TINY)
-        g = g - p * scale[None, :]
+        # (exp(x) is evaluated twice rather than kept: one tile less in registers)
+        scale = tl.sum(g, axis=0) / tl.maximum(tl.sum(tl.exp(x), axis=0), TINY)
+        g = g - tl.exp(x) * scale[None, :]
         x = x + tl.load(base + BLOCK_M + offs_j)[None, :]  # the iterate before the step
         # row half step, the same along the other axis (x' <= log mu after a row step)
-        p = tl.exp(x)
-        scale = tl.sum(g, axis=1) / tl.maximum(tl.sum(p, axis=1), TINY)
-        g = g - p * scale[:, None]
+        scale = tl.sum(g, axis=1) / tl.maximum(tl.sum(tl.exp(x), axis=1), TINY)
+        g = g - tl.exp(x) * scale[:, None]
         x = x + tl.load(base + offs_i)[:, None]
     # x = min(scores / tau, cap): the clamp passes the gradient only below the cap
-    ptrs = offs_i[:, None] * n2 + offs_j[None, :]
-    s = tl.load(S + b * n1 * n2 + ptrs, mask=real, other=0.0).to(tl.float32)
-    ds = tl.where(real & (s / tau < CAP), g / tau, 0.0)
+    real_i, real_j = _real(RM, CM, b, n1, n2, HAS_RM, HAS_CM, BLOCK_M, BLOCK_N)
+    real = real_i[:, None] & real_j[None, :]
+    s_ptrs = S + b * n1 * ld + offs_i[:, None] * ld + offs_j[None, :]
+    s = tl.load(s_ptrs, mask=(offs_i < n1)[:, None] & (offs_j < ld)[None, :], other=0.0)
+    ds = tl.where(real & (s.to(tl.float32) / tau < CAP), g / tau, 0.0)
     in_scores = (offs_i < n1)[:, None] & (offs_j < n2)[None, :]
-    tl.store(DS + b * n1 * n2 + ptrs, ds.to(DS.dtype.element_ty), mask=in_scores)
+    ds_ptrs = DS + b * n1 * n2 + offs_i[:, None] * n2 + offs_j[None, :]
+    tl.store(ds_ptrs, ds.to(DS.dtype.element_ty), mask=in_scores)
 
 
 # --- launchers
 
 
-def _blocks(n1: int, n2: int, has_bin: bool) -> tuple[int, int, int]:
-    """Power-of-two tile sides and a warp count for an ``R x C`` problem."""
+def _config(n1: int, n2: int, has_bin: bool, arch: Arch) -> dict:
+    """Power-of-two tile sides and a warp count for an ``R x C`` problem on ``arch``.
+
+    The tile lives in registers (shared memory holds only the reductions' scratch): up to
+    32 warps, each thread holds at most ``TILE_PER_THREAD`` elements of it (a 4 x 4 block
+    at 128 x 128), so that the forward's ``x`` and its row and column vectors stay within
+    the 64 registers a thread has at 32 warps; the backward also holds ``g``.
+    The size depends on nothing architecture-specific: every arch from sm_80 on has
+    65536 registers per SM.
+    """
     R, C = n1 + has_bin, n2 + has_bin
     if R > MAX_SIDE or C > MAX_SIDE:
         raise ValueError(
@@ -202,11 +234,18 @@ def _blocks(n1: int, n2: int, has_bin: bool) -> tuple[int, int, int]:
         )
     block_m = triton.next_power_of_2(max(R, 1))
     block_n = triton.next_power_of_2(max(C, 1))
-    # 16 tile elements per thread (8 for tiny tiles): ptxas for sm_90 then keeps the forward
-    # in registers without spills up to 128 x 64 (~120 registers), the backward (x and g)
-    # too; 128 x 128 at 32 warps spills a few hundred bytes.
-    num_warps = min(32, max(4, block_m * block_n // 512))
-    return block_m, block_n, num_warps
+    num_warps = min(32, max(1, block_m * block_n // (32 * TILE_PER_THREAD)))
+    return {"BLOCK_M": block_m, "BLOCK_N": block_n, "num_warps": num_warps}
+
+
+def _padded(scores: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """``scores`` with rows padded to ``ld`` elements, a multiple of 16 (see _load_problem):
+    a copy of ``B * n1 * ld`` elements when ``n2`` is not already a multiple."""
+    n2 = scores.shape[2]
+    ld = triton.cdiv(n2, 16) * 16
+    if ld != n2:
+        return torch.nn.functional.pad(scores, (0, ld - n2)), ld
+    return scores.contiguous(), ld
 
 
 def _mask_arg(mask: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
@@ -225,16 +264,17 @@ def _forward(
     """Launch the forward kernel: ``scores [B, n1, n2]`` -> ``P [B, R, C]`` (scores' dtype)."""
     B, n1, n2 = scores.shape
     has_bin = dustbin is not None
-    block_m, block_n, num_warps = _blocks(n1, n2, has_bin)
-    scores = scores.contiguous()
+    cfg = _config(n1, n2, has_bin, arch_for(scores.device))
     out = scores.new_empty(B, n1 + has_bin, n2 + has_bin)
     if B == 0 or out.numel() == 0:
         return out
-    _sinkhorn_fwd_kernel[(B,)](
+    scores, ld = _padded(scores)
+    launch(
+        _sinkhorn_fwd_kernel, (B,),
         scores, _mask_arg(row_mask, scores), _mask_arg(col_mask, scores), out,
-        n1, n2, float(tau), _bin_logit(dustbin, tau), int(iters),
+        n1, n2, ld, float(tau), _bin_logit(dustbin, tau), int(iters),
         HAS_RM=row_mask is not None, HAS_CM=col_mask is not None, HAS_BIN=has_bin,
-        BLOCK_M=block_m, BLOCK_N=block_n, num_warps=num_warps,
+        device=scores.device, **cfg,
     )  # fmt: skip
     return out
 
@@ -251,20 +291,22 @@ def _backward(
     """Launch the backward kernel: ``grad [B, R, C]`` -> ``dL/dscores [B, n1, n2]``."""
     B, n1, n2 = scores.shape
     has_bin = dustbin is not None
-    block_m, block_n, num_warps = _blocks(n1, n2, has_bin)
-    scores = scores.contiguous()
+    cfg = _config(n1, n2, has_bin, arch_for(scores.device))
     grad = grad.contiguous()
-    d_scores = torch.empty_like(scores)
+    d_scores = scores.new_empty(scores.shape)
     if scores.numel() == 0:
         return d_scores
+    scores, ld = _padded(scores)
     shifts = torch.empty(
-        B, max(iters, 1), block_m + block_n, device=scores.device, dtype=torch.float32
-    )
-    _sinkhorn_bwd_kernel[(B,)](
+        B, max(iters, 1), cfg["BLOCK_M"] + cfg["BLOCK_N"], device=scores.device,
+        dtype=torch.float32,
+    )  # fmt: skip
+    launch(
+        _sinkhorn_bwd_kernel, (B,),
         grad, scores, _mask_arg(row_mask, scores), _mask_arg(col_mask, scores), shifts, d_scores,
-        n1, n2, float(tau), _bin_logit(dustbin, tau), int(iters),
+        n1, n2, ld, float(tau), _bin_logit(dustbin, tau), int(iters),
         HAS_RM=row_mask is not None, HAS_CM=col_mask is not None, HAS_BIN=has_bin,
-        BLOCK_M=block_m, BLOCK_N=block_n, num_warps=num_warps,
+        device=scores.device, **cfg,
     )  # fmt: skip
     return d_scores
 
@@ -324,12 +366,12 @@ def _sinkhorn_backward_op(
             leaf, iters, tau=tau, row_mask=row_mask, col_mask=col_mask, dustbin=dustbin
         )
         (d_scores,) = torch.autograd.grad(out, leaf, grad)
-    return d_scores
+    return d_scores.contiguous()
 
 
 @_sinkhorn_backward_op.register_fake
 def _(grad, scores, iters, tau, row_mask, col_mask, dustbin):
-    return torch.empty_like(scores)
+    return scores.new_empty(scores.shape)  # contiguous, as both backends return it
 
 
 def _setup_context(ctx, inputs, output):
@@ -402,6 +444,7 @@ def sinkhorn(
                 f"sinkhorn: dustbin must be a float (not NaN) or None, got {dustbin!r}"
             )
         dustbin = float(dustbin)
+    (scores,) = cast_float32(scores.device, scores)  # autocast: float32 (see _amp)
     if _use_triton(scores):
-        _blocks(dims["n1"], dims["n2"], dustbin is not None)  # size limit: a clear ValueError
+        _config(dims["n1"], dims["n2"], dustbin is not None, arch_for(scores.device))
     return torch.ops.gmpvis.sinkhorn(scores, iters, float(tau), row_mask, col_mask, dustbin)
