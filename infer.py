@@ -60,6 +60,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     src.add_argument("--video", help="video file (needs the optional extra gmpvis[video])")
     p.add_argument("--checkpoint", help="model checkpoint (default for --demo: the shipped one)")
     p.add_argument("--preset", default=None, help="expected model preset (checked): tiny|r50|r101")
+    p.add_argument(
+        "--trust-checkpoint",
+        action="store_true",
+        help="also read a checkpoint that only full unpickling loads (written by an older "
+        "gmpvis): it can run code, so only for files you trust",
+    )
     p.add_argument("--eval", dest="eval_gt", default=None, help="ground truth JSON: print video AP")
     p.add_argument(
         "--output-dir", help="infer.output_dir (default outputs/infer, demo outputs/demo)"
@@ -118,24 +124,29 @@ def main(argv: list[str] | None = None) -> dict:
             check_demo_checkpoint(args.checkpoint or DEMO_CHECKPOINT),
             preset=args.preset or "tiny",
             overrides=demo_defaults + overrides,
+            trust=args.trust_checkpoint,
         )
         ann, frames_root = make_demo_video(cfg, cfg.infer.output_dir)
         inputs = Inputs(str(ann), str(frames_root), args.eval_gt or str(ann), "overlay")
     else:
         model, cfg, category_ids = load_model(
-            args.checkpoint, preset=args.preset, overrides=overrides
+            args.checkpoint, preset=args.preset, overrides=overrides, trust=args.trust_checkpoint
         )
         source = args.ytvis_json or args.frames or args.video
         inputs = Inputs(source, args.frames_root, args.eval_gt)
     return run_inference(model, cfg, category_ids, inputs)
 
 
-def cli() -> int:
+def cli(argv: list[str] | None = None) -> int:
+    """``main`` with one ``infer.py: error:`` line and exit status 2 instead of a traceback."""
     try:
-        main()
+        main(argv)
     except (CheckpointError, ValueError, ImportError, OSError, RuntimeError) as err:
         print(f"infer.py: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("infer.py: interrupted (SIGINT)", file=sys.stderr)
+        return 130
     return 0
 
 

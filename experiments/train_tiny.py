@@ -33,6 +33,7 @@ from pathlib import Path
 import torch
 
 from experiments._plot import PALETTE, Panel, Series, line_chart
+from gmpvis.checkpoint import load_checkpoint, save_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "experiments" / "results" / "learning_tiny.json"
@@ -126,15 +127,15 @@ def plot(train: list[dict], evals: list[dict], path: Path, title: str) -> Path:
 def ship_checkpoint(output_dir: str, dest: Path = ASSET) -> dict:
     """``<output_dir>/checkpoint_latest.pth`` -> inference-only checkpoint at ``dest``."""
     src = ROOT / output_dir / "checkpoint_latest.pth"
-    state = torch.load(src, map_location="cpu", weights_only=False)
+    state = load_checkpoint(src)  # weights_only: the asset must load that way too
     slim = {
         "model": {k: v.detach().clone().contiguous() for k, v in state["model"].items()},
         "config": state["config"],
         "category_ids": state.get("category_ids", []),
         "step": int(state["step"]),
     }
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(slim, dest)
+    save_checkpoint(dest, slim)  # tensors, a plain config dict, ints: weights_only-safe
+    load_checkpoint(dest)
     return {"path": str(dest.relative_to(ROOT)), "bytes": dest.stat().st_size, "step": slim["step"]}
 
 

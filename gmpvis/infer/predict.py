@@ -42,7 +42,7 @@ _NON_ARCH_FIELDS = {"pretrained_weights", "train_backbone", "dropout", "num_clas
 
 
 def load_model(
-    path, *, preset: str | None = None, overrides: list[str] | None = None
+    path, *, preset: str | None = None, overrides: list[str] | None = None, trust: bool = False
 ) -> tuple[nn.Module, Config, list[int]]:
     """A trained model from a checkpoint -> (model on the CPU in eval mode, config,
     category ids by label, possibly empty).
@@ -50,9 +50,11 @@ def load_model(
     The config is the checkpoint's (model, data, tracker, ...) with the machine sections
     (``infer``, ``runtime``) at their defaults, then ``overrides`` (e.g. ``data.scales=360``,
     ``tracker.max_missing=8``). ``preset``: the preset the caller expects; an architecture
-    that differs raises :class:`CheckpointError` naming the file and the fields.
+    that differs raises :class:`CheckpointError` naming the file and the fields. ``trust``:
+    also read a checkpoint that only full unpickling loads (it can run code; see
+    :func:`gmpvis.checkpoint.load_checkpoint`).
     """
-    state = load_checkpoint(path)
+    state = load_checkpoint(path, trust=trust)
     try:
         cfg = with_machine_defaults(config_from_dict(state["config"]))
     except (ValueError, TypeError) as err:

@@ -8,12 +8,16 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from gmpvis.data.json_io import atomic_write
+
 
 class RunLogger:
     """Appends one JSON object per record to ``<output_dir>/log.jsonl``.
 
     Only rank 0 writes; other ranks get a silent logger. The file is opened in append mode
-    so that a resumed run continues the same log.
+    so that a resumed run continues the same log; ``drop_after=step`` (a resume from that
+    step) first removes the records of later steps, which the resumed run logs again, and any
+    line cut short by a kill.
     """
 
     def __init__(
@@ -24,6 +28,7 @@ class RunLogger:
         tensorboard: bool = False,
         total_steps: int = 0,
         initial_step: int = 0,
+        drop_after: int | None = None,
     ) -> None:
         self.enabled = enabled
         self.output_dir = Path(output_dir)
@@ -33,7 +38,10 @@ class RunLogger:
         if not enabled:
             return
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        self._file = (self.output_dir / "log.jsonl").open("a", buffering=1)
+        path = self.output_dir / "log.jsonl"
+        if drop_after is not None and path.is_file():
+            drop_records_after(path, drop_after)
+        self._file = path.open("a", buffering=1)
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
@@ -41,7 +49,9 @@ class RunLogger:
                 raise RuntimeError(
                     "--tensorboard needs the optional extra: pip install 'gmpvis[tensorboard]'"
                 ) from exc
-            self._tb = SummaryWriter(self.output_dir / "tensorboard")
+            # purge_step: TensorBoard hides the events of the steps that are logged again
+            purge = drop_after + 1 if drop_after is not None else None
+            self._tb = SummaryWriter(self.output_dir / "tensorboard", purge_step=purge)
         self._bar = tqdm(total=total_steps, initial=initial_step, dynamic_ncols=True)
         self._t0 = time.perf_counter()
 
@@ -71,3 +81,22 @@ class RunLogger:
             self._file.close()
         if self._tb is not None:
             self._tb.close()
+
+
+def drop_records_after(path: Path, step: int) -> int:
+    """Rewrite ``path`` (atomically) without the records of steps after ``step`` and without
+    lines that are not JSON objects (a write cut short); returns how many were dropped."""
+    kept, dropped = [], 0
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+            keep = isinstance(record, dict) and int(record.get("step", 0)) <= step
+        except (ValueError, TypeError):
+            keep = False
+        if keep:
+            kept.append(line + "\n")
+        else:
+            dropped += 1
+    if dropped:
+        atomic_write(path, "".join(kept))
+    return dropped

@@ -42,9 +42,10 @@ def prepare_data(cfg: Config, is_main: bool) -> Path:
     return ann_file
 
 
-def build_trainer(cfg: Config, dist_info: DistInfo) -> Trainer:
+def build_trainer(cfg: Config, dist_info: DistInfo, *, trust_checkpoint: bool = False) -> Trainer:
     """Parse the annotation file once (the training index and the holdout ground truth),
-    split it once, fix ``model.num_classes`` from the data, and build the trainer."""
+    split it once, fix ``model.num_classes`` from the data, and build the trainer
+    (``trust_checkpoint``: see :class:`Trainer`)."""
     select_kernels(cfg.runtime.kernels)
     ann_file = prepare_data(cfg, dist_info.is_main)
     frames_root = os.path.join(cfg.data.root, "JPEGImages")
@@ -63,4 +64,4 @@ def build_trainer(cfg: Config, dist_info: DistInfo) -> Trainer:
             f"device {dist_info.device}"
         )
     holdout = (gt, holdout_ids, frames_root) if holdout_ids else None
-    return Trainer(cfg, dist_info, train_set, holdout)
+    return Trainer(cfg, dist_info, train_set, holdout, trust_checkpoint=trust_checkpoint)

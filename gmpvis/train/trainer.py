@@ -4,27 +4,37 @@ One ``Trainer`` per process. Steps, not epochs, drive the run: the resumable sam
 batch ``s`` a pure function of (seed, s), and checkpoints hold model, optimizer,
 scheduler, grad scaler, RNG states, step and config, so a run killed at any time and
 resumed from its last checkpoint continues exactly as the uninterrupted run would.
+
+SIGINT (Ctrl-C) and SIGTERM (a scheduler's pre-emption) end the step in progress, save a
+checkpoint and raise :class:`TrainingInterrupted`; a second signal stops at once, keeping the
+last saved checkpoint (writes are atomic).
 """
 
 from __future__ import annotations
 
 import math
 import os
+import signal
+import threading
 import time
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from gmpvis.checkpoint import (
     LATEST,
+    RESUME_KEYS,
+    CheckpointError,
     capture_rng_state,
     find_resume_path,
     load_checkpoint,
     restore_rng_state,
     save_checkpoint,
+    sweep_temp_files,
 )
 from gmpvis.config import Config, config_from_dict, config_to_dict
 from gmpvis.data import collate_clips
@@ -59,6 +69,36 @@ def to_float32(obj):
     return obj
 
 
+class TrainingInterrupted(KeyboardInterrupt):
+    """Training stopped by ``signum`` after ``step`` (None: before the loop started);
+    ``checkpoint``: the file saved then, None when nothing was saved (a second signal)."""
+
+    def __init__(self, signum: int, step: int | None, checkpoint: Path | None) -> None:
+        self.signum, self.step, self.checkpoint = signum, step, checkpoint
+        super().__init__(signal.Signals(signum).name)
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def _worker_ignores_stop_signals(worker_id: int) -> None:
+    """DataLoader workers leave SIGINT / SIGTERM to the main process: Ctrl-C and a
+    scheduler signal the whole process group, and a worker dying of it would abort the main
+    process (torch's SIGCHLD check) before it can save. Workers still end with the loader or
+    when the main process is gone (torch's parent watchdog)."""
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+
+
+def model_config_diff(saved, now) -> list[str]:
+    """``field: checkpoint value, now value`` for each ``model.*`` field that differs."""
+    return [
+        f"model.{name}: checkpoint {getattr(saved, name)!r}, now {getattr(now, name)!r}"
+        for name in now.__dataclass_fields__
+        if getattr(saved, name) != getattr(now, name)
+    ]
+
+
 class ModelWithLoss(nn.Module):
     """``(frames, pad_mask, targets) -> losses``: forward under autocast, losses in fp32."""
 
@@ -77,7 +117,17 @@ class ModelWithLoss(nn.Module):
 class Trainer:
     """Builds model, criterion, optimizer and data from ``cfg`` and runs ``cfg.train``."""
 
-    def __init__(self, cfg: Config, dist_info: DistInfo, train_set, holdout=None) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        dist_info: DistInfo,
+        train_set,
+        holdout=None,
+        *,
+        trust_checkpoint: bool = False,
+    ) -> None:
+        """``trust_checkpoint``: resume from a checkpoint that only full unpickling reads
+        (written by an older gmpvis); a crafted file can run code then."""
         self.cfg = cfg
         self.dist = dist_info
         self.device = dist_info.device
@@ -103,7 +153,17 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=amp == "fp16")
         self.step = 0
         self.output_dir = Path(cfg.train.output_dir)
-        self._resume()
+        self.resumed = False
+        self._saved_step: int | None = None
+        self._signal: int | None = None
+        if dist_info.is_main:
+            removed = sweep_temp_files(self.output_dir / LATEST)
+            if removed:
+                names = ", ".join(p.name for p in removed)
+                print(
+                    f"removed orphaned temporary checkpoint file(s) in {self.output_dir}: {names}"
+                )
+        self._resume(trust_checkpoint)
         if cfg.train.compile:
             self.model.compile()  # in place: state_dict keys and DDP's parameters unchanged
         # DDP wraps model + criterion: the criterion runs the graph matching head (L_match),
@@ -135,25 +195,45 @@ class Trainer:
             return None
         state = self.state_dict()
         path = save_checkpoint(self.output_dir / LATEST, state)
+        self._saved_step = self.step
         return path
 
-    def _resume(self) -> None:
+    def _resume(self, trust: bool) -> None:
         path = find_resume_path(self.cfg.train.resume, self.output_dir)
         if path is None:
             return
-        state = load_checkpoint(path, map_location=self.device)
-        saved = config_from_dict(state["config"])
-        if saved.model != self.cfg.model:
-            raise ValueError(
-                f"checkpoint {path} was trained with a different model config; "
-                "resume with the same preset and model overrides"
+        state = load_checkpoint(path, map_location=self.device, trust=trust)
+        missing = [k for k in RESUME_KEYS if k not in state]
+        if missing:
+            raise CheckpointError(
+                f"checkpoint {path} is an inference-only checkpoint (no {', '.join(missing)}): "
+                "it cannot resume a run. Use it with infer.py --checkpoint, or start a fresh "
+                "run (without --resume / train.resume)"
             )
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.scaler.load_state_dict(state["scaler"])
-        restore_rng_state(state["rng"])
-        self.step = int(state["step"])
+        try:
+            saved = config_from_dict(state["config"])
+        except (ValueError, TypeError) as err:
+            raise CheckpointError(f"checkpoint {path}: invalid config: {err}") from err
+        diff = model_config_diff(saved.model, self.cfg.model)
+        if diff:
+            raise ValueError(
+                f"checkpoint {path} was trained with a different model config ("
+                + "; ".join(diff)
+                + "): resume with the same preset and model overrides"
+            )
+        try:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            self.scaler.load_state_dict(state["scaler"])
+        except (RuntimeError, ValueError, KeyError) as err:
+            raise CheckpointError(f"checkpoint {path} does not fit this run: {err}") from err
+        try:
+            restore_rng_state(state["rng"])
+        except CheckpointError as err:
+            raise CheckpointError(f"checkpoint {path}: {err}") from err
+        self.step = self._saved_step = int(state["step"])
+        self.resumed = True
         if self.dist.is_main:
             print(f"resumed from {path} at step {self.step}")
 
@@ -177,6 +257,7 @@ class Trainer:
             num_workers=workers,
             persistent_workers=workers > 0,
             pin_memory=self.device.type == "cuda",
+            worker_init_fn=_worker_ignores_stop_signals if workers > 0 else None,
         )
 
     def _autocast(self):
@@ -209,7 +290,38 @@ class Trainer:
         logs["lr"] = self.optimizer.param_groups[0]["lr"]
         return logs
 
+    # ------------------------------------------------------------------ signals
+    def _on_signal(self, signum: int, frame) -> None:
+        if self._signal is not None:  # the second one: stop now, keep the last checkpoint
+            raise TrainingInterrupted(signum, self.step, None)
+        self._signal = signum
+
+    def _install_signal_handlers(self) -> dict[int, object]:
+        if threading.current_thread() is not threading.main_thread():
+            return {}  # signal.signal works only there; callers in threads keep the defaults
+        return {sig: signal.signal(sig, self._on_signal) for sig in STOP_SIGNALS}
+
+    def _stop_requested(self) -> int | None:
+        """The pending stop signal; under DDP the ranks agree (max over ranks), so that every
+        rank stops after the same step."""
+        if not self.dist.distributed:
+            return self._signal
+        flag = torch.tensor([self._signal or 0], device=self.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return int(flag.item()) or None
+
+    def _stop(self, signum: int) -> None:
+        """Save the completed step (unless it is saved already) and raise."""
+        if self._saved_step != self.step:
+            self.save()
+            barrier()
+        path = self.output_dir / LATEST if self._saved_step is not None else None
+        raise TrainingInterrupted(signum, self.step, path)
+
+    # ------------------------------------------------------------------ loop
     def train(self) -> dict[str, float]:
+        """Run to ``train.max_steps``; returns the last logged values. A stop signal raises
+        :class:`TrainingInterrupted` after saving (see the module docstring)."""
         t = self.cfg.train
         logger = RunLogger(
             self.output_dir,
@@ -217,11 +329,22 @@ class Trainer:
             tensorboard=t.tensorboard,
             total_steps=t.max_steps,
             initial_step=self.step,
+            drop_after=self.step if self.resumed else None,
         )
         last: dict[str, float] = {}
         window_start, window_samples = time.perf_counter(), 0
+        previous = self._install_signal_handlers()
         try:
-            for batch in self._loader():
+            batches = iter(self._loader())
+            while True:
+                try:
+                    batch = next(batches)
+                except StopIteration:
+                    break
+                except Exception:
+                    if self._signal is not None:  # a worker that did get the signal died
+                        self._stop(self._signal)
+                    raise
                 logs = self.train_step(batch)
                 window_samples += batch["frames"].shape[0] * self.dist.world_size
                 if self.step % t.log_every == 0 or self.step == t.max_steps:
@@ -232,6 +355,9 @@ class Trainer:
                     logger.log(self.step, "train", logs)
                     last = logs
                 logger.progress(self.step, {"loss": logs["loss"]})
+                # a signal after the last step changes nothing: the run ends and saves anyway
+                if self.step < t.max_steps and (signum := self._stop_requested()) is not None:
+                    self._stop(signum)
                 if self.step % t.ckpt_every == 0 or self.step == t.max_steps:
                     self.save()
                     barrier()
@@ -243,7 +369,12 @@ class Trainer:
                         logger.log(self.step, "eval", metrics)
                         logger.write(f"step {self.step}: holdout AP {metrics['AP']:.3f}")
                     barrier()
+                    if self.step < t.max_steps and (signum := self._stop_requested()):
+                        self._stop(signum)
         finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            self._signal = None
             logger.close()
         return last
 

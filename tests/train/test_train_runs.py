@@ -1,8 +1,9 @@
-"""train.py end to end on a very small synthetic dataset: SIGKILL + resume is exact, and
-DDP over 2 gloo processes keeps the ranks' parameters identical."""
+"""train.py end to end on a very small synthetic dataset: SIGKILL + resume and SIGTERM +
+resume are exact, and DDP over 2 gloo processes keeps the ranks' parameters identical."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -13,26 +14,10 @@ from pathlib import Path
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[2]
+from gmpvis.checkpoint import load_checkpoint, temp_files
 
-# The tiny preset shrunk further so that a step takes well under a second on one core.
-SMALL = [
-    "data.synthetic_videos=4",
-    "data.synthetic_frames=4",
-    "data.synthetic_size=64,64",
-    "data.scales=64",
-    "data.max_size=64",
-    "data.clip_len=2",
-    "data.holdout_fraction=0.25",
-    "model.num_queries=6",
-    "model.hidden_dim=32",
-    "model.dim_feedforward=32",
-    "model.tiny_channels=8",
-    "train.batch_size=1",
-    "train.log_every=1",
-    "train.eval_every=1000",
-    "train.ckpt_every=1",
-]
+ROOT = Path(__file__).resolve().parents[2]
+STEPS = 6
 
 
 def free_port() -> int:
@@ -51,7 +36,7 @@ def _env() -> dict:
     return env
 
 
-def _train_cmd(out: Path, data: Path, steps: int, *extra: str) -> list[str]:
+def _train_cmd(out: Path, data: Path, small: list[str], steps: int, *extra: str) -> list[str]:
     return [
         sys.executable,
         str(ROOT / "train.py"),
@@ -60,53 +45,71 @@ def _train_cmd(out: Path, data: Path, steps: int, *extra: str) -> list[str]:
         "--max-steps",
         str(steps),
         f"data.root={data}",
-        *SMALL,
+        *small,
         *extra,
     ]
 
 
-def _final_model(out: Path) -> dict[str, torch.Tensor]:
-    state = torch.load(out / "checkpoint_latest.pth", map_location="cpu", weights_only=False)
+def _final_model(out: Path) -> tuple[dict[str, torch.Tensor], int]:
+    # load_checkpoint reads with weights_only=True: the trainer writes nothing else
+    state = load_checkpoint(out / "checkpoint_latest.pth")
     return state["model"], state["step"]
 
 
+def _train_steps(out: Path) -> list[int]:
+    lines = (out / "log.jsonl").read_text().splitlines()
+    return [r["step"] for r in map(json.loads, lines) if r["kind"] == "train"]
+
+
+def _assert_same_model(got: dict, expected: dict) -> None:
+    assert got.keys() == expected.keys()
+    for name, value in expected.items():
+        assert torch.equal(got[name], value), f"{name} differs after resume"
+
+
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory) -> Path:
-    from gmpvis.data.synthetic import generate_dataset
+def straight(tmp_path_factory, dataset, small) -> dict[str, torch.Tensor]:
+    """The uninterrupted run's final weights."""
+    out = tmp_path_factory.mktemp("straight")
+    subprocess.run(
+        _train_cmd(out, dataset, small, STEPS), env=_env(), check=True, timeout=600,
+        capture_output=True,
+    )  # fmt: skip
+    model, step = _final_model(out)
+    assert step == STEPS and _train_steps(out) == list(range(1, STEPS + 1))
+    return model
 
-    root = tmp_path_factory.mktemp("synthetic")
-    generate_dataset(root, 4, num_frames=4, height=64, width=64, difficulty="hard", seed=3)
-    return root
+
+def _wait_until(proc: subprocess.Popen, ready, what: str) -> None:
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        try:
+            if ready():
+                return
+        except (OSError, ValueError, KeyError, RuntimeError):
+            pass  # a file not there yet, or half written
+        time.sleep(0.02)
+    proc.kill()
+    raise AssertionError(f"training ended (rc {proc.returncode}) before {what}")
 
 
-def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path, dataset):
-    steps = 6
-    straight = tmp_path / "straight"
-    subprocess.run(_train_cmd(straight, dataset, steps), env=_env(), check=True, timeout=600)
-    expected, step = _final_model(straight)
-    assert step == steps
-
+def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path, dataset, small, straight):
     killed = tmp_path / "killed"
     proc = subprocess.Popen(
-        _train_cmd(killed, dataset, steps),
+        _train_cmd(killed, dataset, small, STEPS),
         env=_env(),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     ckpt = killed / "checkpoint_latest.pth"
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None:
-        if ckpt.exists() and torch.load(ckpt, weights_only=False)["step"] >= 2:
-            break
-        time.sleep(0.05)
-    assert proc.poll() is None, "training finished before it could be killed"
+    _wait_until(proc, lambda: load_checkpoint(ckpt)["step"] >= 2, "it could be killed")
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    killed_at = torch.load(ckpt, weights_only=False)["step"]
-    assert 2 <= killed_at < steps
+    killed_at = load_checkpoint(ckpt)["step"]
+    assert 2 <= killed_at < STEPS
 
     resumed = subprocess.run(
-        _train_cmd(killed, dataset, steps, "--resume", "auto"),
+        _train_cmd(killed, dataset, small, STEPS, "--resume", "auto"),
         env=_env(),
         check=True,
         timeout=600,
@@ -115,9 +118,44 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path, dataset):
     )
     assert f"at step {killed_at}" in resumed.stdout
     got, step = _final_model(killed)
-    assert step == steps
-    for name, value in expected.items():
-        assert torch.equal(got[name], value), f"{name} differs after resume"
+    assert step == STEPS
+    _assert_same_model(got, straight)
+    # the steps logged after the checkpoint (before the kill) are not repeated
+    assert _train_steps(killed) == list(range(1, STEPS + 1))
+    assert temp_files(ckpt) == []
+
+
+def test_sigterm_saves_then_resume_matches_uninterrupted_run(tmp_path, dataset, small, straight):
+    """SIGTERM mid-run: one line, exit 143, a checkpoint of the last completed step (the
+    regular ones are off), and resuming from it gives the uninterrupted run's weights."""
+    out = tmp_path / "term"
+    cmd = _train_cmd(out, dataset, small, STEPS, "train.ckpt_every=1000")
+    proc = subprocess.Popen(
+        cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    _wait_until(proc, lambda: max(_train_steps(out)) >= 2, "the signal")
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 143, stderr
+    assert "Traceback" not in stderr
+    last = stderr.strip().splitlines()[-1]
+    stopped_at = load_checkpoint(out / "checkpoint_latest.pth")["step"]
+    assert 2 <= stopped_at < STEPS
+    assert last == (
+        f"train.py: stopped by SIGTERM after step {stopped_at}; checkpoint saved to "
+        f"{out / 'checkpoint_latest.pth'} (continue with --resume auto)"
+    )
+    assert _train_steps(out) == list(range(1, stopped_at + 1))
+
+    resumed = subprocess.run(
+        cmd + ["--resume", "auto"], env=_env(), timeout=600, capture_output=True, text=True
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"at step {stopped_at}" in resumed.stdout
+    got, step = _final_model(out)
+    assert step == STEPS
+    _assert_same_model(got, straight)
+    assert _train_steps(out) == list(range(1, STEPS + 1))
 
 
 WORKER = """
@@ -130,9 +168,9 @@ torch.save(trainer.model.state_dict(), {out!r} + f"/rank{{rank}}.pt")
 """
 
 
-def test_ddp_two_cpu_processes_keep_identical_parameters(tmp_path, dataset):
+def test_ddp_two_cpu_processes_keep_identical_parameters(tmp_path, dataset, small):
     out = tmp_path / "ddp"
-    argv = _train_cmd(out, dataset, 3)[2:]
+    argv = _train_cmd(out, dataset, small, 3)[2:]
     script = tmp_path / "worker.py"
     script.write_text(WORKER.format(argv=argv, out=str(tmp_path)))
     cmd = [
@@ -146,7 +184,7 @@ def test_ddp_two_cpu_processes_keep_identical_parameters(tmp_path, dataset):
     subprocess.run(cmd, env=_env(), check=True, timeout=600, cwd=ROOT)
     r0 = torch.load(tmp_path / "rank0.pt")
     r1 = torch.load(tmp_path / "rank1.pt")
-    init = torch.load(out / "checkpoint_latest.pth", weights_only=False)
+    init = load_checkpoint(out / "checkpoint_latest.pth")
     assert init["step"] == 3
     moved = 0
     for name in r0:
@@ -155,7 +193,7 @@ def test_ddp_two_cpu_processes_keep_identical_parameters(tmp_path, dataset):
     from gmpvis.config import get_config
     from gmpvis.model import build_model
 
-    cfg = get_config("tiny", SMALL + [f"data.root={dataset}", "model.num_classes=5"])
+    cfg = get_config("tiny", small + [f"data.root={dataset}", "model.num_classes=5"])
     torch.manual_seed(cfg.train.seed)
     fresh = build_model(cfg).state_dict()
     moved = sum(not torch.equal(fresh[k], r0[k]) for k in r0 if r0[k].is_floating_point())
