@@ -33,7 +33,7 @@ import torch
 
 LATEST = "checkpoint_latest.pth"
 TRUST_HINT = (
-    "if you trust the file (e.g. a checkpoint written by an older gmpvis), load it with "
+    "If you trust the file (e.g. a checkpoint written by an older gmpvis), load it with "
     "--trust-checkpoint (load_checkpoint(..., trust=True)), or convert it once: "
     "python -m gmpvis.checkpoint upgrade {path}"
 )
@@ -104,10 +104,10 @@ def temp_files(path: str | os.PathLike) -> list[Path]:
     path = Path(path)
     if not path.parent.is_dir():
         return []
-    return sorted(path.parent.glob(f".{glob_escape(path.name)}.*.tmp"))
+    return sorted(path.parent.glob(f".{_glob_escape(path.name)}.*.tmp"))
 
 
-def glob_escape(name: str) -> str:
+def _glob_escape(name: str) -> str:
     return re.sub(r"([*?\[])", r"[\1]", name)
 
 
@@ -155,15 +155,17 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     sweep_temp_files(path)
-    fd, tmp = _open_temp(path)
+    tmp = None
     try:
+        fd, tmp = _open_temp(path)
         with os.fdopen(fd, "wb") as f:
             torch.save(state, f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException as exc:
-        tmp.unlink(missing_ok=True)
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
         full = _disk_full(exc)
         if full is not None:
             free = shutil.disk_usage(path.parent).free

@@ -12,6 +12,7 @@ last saved checkpoint (writes are atomic).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import signal
@@ -94,7 +95,7 @@ def model_config_diff(saved, now) -> list[str]:
     """``field: checkpoint value, now value`` for each ``model.*`` field that differs."""
     return [
         f"model.{name}: checkpoint {getattr(saved, name)!r}, now {getattr(now, name)!r}"
-        for name in now.__dataclass_fields__
+        for name in (f.name for f in dataclasses.fields(now))
         if getattr(saved, name) != getattr(now, name)
     ]
 
