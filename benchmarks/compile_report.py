@@ -54,6 +54,7 @@ def _problems(quick: bool) -> list[tuple[str, str, object, object]]:
     ``backward`` is None with ``quick``."""
     import torch
 
+    from gmpvis.kernels.ops import deform_conv2d as dcn
     from gmpvis.kernels.ops import gm_affinity as gma
     from gmpvis.kernels.ops import ms_deform_attn as msda
     from gmpvis.kernels.ops import sinkhorn as sk
@@ -92,6 +93,21 @@ def _problems(quick: bool) -> list[tuple[str, str, object, object]]:
             fwd = partial(msda._forward, *args, ref=ref)
             bwd = partial(msda._backward, t(1, Q, HEADS * D, dtype=dtype), *args, ref=ref)
             out.append((f"{name} Q={Q} S={S}", dtype, fwd, bwd))
+    # deform_conv2d: the pixel decoder's 3x3 DCN blocks (256 -> 256, one offset group, a
+    # modulation mask), channels-last as the decoder runs them
+    cl = torch.channels_last
+    for dtype in ("float32", *HALF):
+        for h, w in PIXEL_LEVELS:
+            x = t(1, HIDDEN, h, w, dtype=dtype).contiguous(memory_format=cl)
+            off = t(1, 18, h, w, dtype=dtype).contiguous(memory_format=cl)
+            mask = t(1, 9, h, w, dtype=dtype).contiguous(memory_format=cl)
+            weight, bias = t(HIDDEN, HIDDEN, 3, 3, dtype=dtype), t(HIDDEN, dtype=dtype)
+            args = (x, off, weight, bias, [1, 1], [1, 1], [1, 1], mask)
+            fwd = partial(dcn._forward, *args)
+            bwd = partial(
+                dcn._backward, t(1, HIDDEN, h, w, dtype=dtype).contiguous(memory_format=cl), *args
+            )
+            out.append((f"{h}x{w}x{HIDDEN}", dtype, fwd, bwd))
     if quick:
         out = [(name, dtype, fwd, None) for name, dtype, fwd, _ in out]
     return out

@@ -27,18 +27,21 @@ def autocast_dtype(device: torch.device) -> torch.dtype | None:
     return torch.get_autocast_dtype(kind)
 
 
-def cast_lower(device: torch.device, *tensors: torch.Tensor | None):
+def cast_lower(device: torch.device, *tensors):
     """Each float32 / half tensor in the autocast dtype (unchanged outside autocast)."""
     dtype = autocast_dtype(device)
     if dtype is None:
         return tensors
     return tuple(
-        t.to(dtype) if t is not None and t.dtype in (torch.float32, *_HALF) else t for t in tensors
+        t.to(dtype) if isinstance(t, torch.Tensor) and t.dtype in (torch.float32, *_HALF) else t
+        for t in tensors
     )
 
 
-def cast_float32(device: torch.device, *tensors: torch.Tensor | None):
+def cast_float32(device: torch.device, *tensors):
     """Each half tensor in float32 under autocast (unchanged outside autocast)."""
     if autocast_dtype(device) is None:
         return tensors
-    return tuple(t.float() if t is not None and t.dtype in _HALF else t for t in tensors)
+    return tuple(
+        t.float() if isinstance(t, torch.Tensor) and t.dtype in _HALF else t for t in tensors
+    )

@@ -96,14 +96,29 @@ def test_triton_matches_reference(case, dtype):
         _assert_close(g, grads_ref[name], dtype, f"grad {name}")
 
 
-def test_triton_small_tiles_cover_every_loop(monkeypatch):
+def _small_tiles(monkeypatch, **data):
+    """16-wide channel tiles in every kernel (and ``data`` overrides for the data gradient)."""
+    config = dc._config
+
+    def small(geo, dtype, arch):
+        cfg = config(geo, dtype, arch)
+        tiles = {"BLOCK_C": 16, "BLOCK_CO": 16}
+        return {
+            "fwd": {**cfg["fwd"], **tiles},
+            "data": {**cfg["data"], **tiles, **data},
+            "weight": {**cfg["weight"], **tiles},
+        }
+
+    monkeypatch.setattr(dc, "_config", small)
+
+
+@pytest.mark.parametrize("g_off,channel_block", [(2, None), (1, 16)])
+def test_triton_small_tiles_cover_every_loop(monkeypatch, g_off, channel_block):
     """16-wide tiles on 40 channels: several channel chunks per offset group, C_in tiles of
-    the weight kernel straddling two offset groups, several C_out tiles everywhere."""
-    blocks = dc._blocks
-    monkeypatch.setattr(
-        dc, "_blocks", lambda geo, dt: {**blocks(geo, dt), "c": 16, "wc": 16, "co": 16}
-    )
-    args, conf = make_inputs(1, 40, 3, 4, 36, 1, 2, g_off=2, padding=(1, 0))
+    the weight kernel straddling two offset groups, several C_out tiles everywhere; with one
+    offset group, the data gradient split in channel blocks of 16 (16 + 16 + 8)."""
+    _small_tiles(monkeypatch, **({} if channel_block is None else {"CB": channel_block}))
+    args, conf = make_inputs(1, 40, 3, 4, 36, 1, 2, g_off=g_off, padding=(1, 0))
     out_ref, grads_ref, grad_out = _run(reference.deform_conv2d, args, conf)
     with use_backend("triton"):
         out, grads, _ = _run(dc.deform_conv2d, args, conf, grad_out)

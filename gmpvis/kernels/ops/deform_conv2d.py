@@ -7,14 +7,21 @@
 
 No im2col buffer is built: each program bilinearly samples a ``[BLOCK_P, BLOCK_C]`` tile
 (pixels x input channels) of one tap and feeds it straight to ``tl.dot``. The input is
-read channels-last (``[N, H, W, C]``) so the four corner gathers of a tile are contiguous
-along channels. Channel chunks never straddle an offset group or a conv group (both are
-contiguous channel ranges), so one set of sampling coordinates serves a whole chunk.
+read channels-last (``[N, H, W, C]``: a channels-last input is read in place, an NCHW one
+is copied once) so the four corner gathers of a tile are contiguous along channels.
+Channel chunks never straddle an offset group or a conv group (both are contiguous channel
+ranges), so one set of sampling coordinates serves a whole chunk. Offsets, masks, the
+output and its gradient are addressed through their strides, so channels-last tensors pass
+through without copies; the output (and the input gradient) takes the input's memory
+format, as ``torch.nn.functional.conv2d`` does.
 
 Backward: one kernel for the data gradients (``ds = grad_out @ W`` per tile, scattered to
 ``grad_input`` through the bilinear weights with float32 atomics; ``grad_offset`` from the
-coordinate derivatives, ``grad_mask`` from the unmodulated sample) and one for the weight
-gradient (``sample^T @ grad_out`` reduced over pixels, split over programs + atomics).
+coordinate derivatives, ``grad_mask`` from the unmodulated sample), split over pixel tiles
+and (on coarse levels) channel blocks; one for the weight gradient (``sample^T @ grad_out``
+reduced over pixels, split over programs, one slice per split summed afterwards: the same
+bits every run). Under ``torch.use_deterministic_algorithms(True)`` the Triton backward
+raises torch's error (the input-gradient atomics have no deterministic variant yet).
 float32 dots run as tf32x3 (float32-level accuracy) unless
 ``torch.backends.cuda.matmul.allow_tf32`` is set (then single-pass TF32, faster).
 """
@@ -26,8 +33,10 @@ import triton
 import triton.language as tl
 
 from gmpvis.kernels import reference
+from gmpvis.kernels._amp import cast_lower
 from gmpvis.kernels._backend import autograd_enabled, resolve
 from gmpvis.kernels._checks import check_tensor
+from gmpvis.kernels._launch import Arch, alert_nondeterministic, arch_for, launch
 
 OP = "deform_conv2d"
 
@@ -36,18 +45,20 @@ OP = "deform_conv2d"
 
 
 @triton.jit
-def _tap_coords(off_ptr, mask_ptr, n, ho, wo, p_ok, og, k, i, j, K, G_OFF, H_out, W_out, H, W,
-                sh, sw, ph, pw, dh, dw, HAS_MASK: tl.constexpr):  # fmt: skip
-    """Corner indices (into ``[N*H*W]``), validity, fractions and modulation of one tap."""
-    HWo = H_out * W_out
-    hw = ho * W_out + wo
+def _tap_coords(off_ptr, mask_ptr, n, hw, ho, wo, p_ok, og, k, i, j, K, H, W,
+                sh, sw, ph, pw, dh, dw, s_fn, s_fc, s_fp, s_mn, s_mc, s_mp,
+                HAS_MASK: tl.constexpr):  # fmt: skip
+    """Corner indices (into ``[N*H*W]``), validity, fractions and modulation of one tap.
+
+    Offsets (and the mask) are read through their (batch, channel, pixel) strides.
+    """
     ch = og * K + k
-    base = (n * (2 * G_OFF * K) + 2 * ch) * HWo + hw
+    base = n * s_fn + (2 * ch) * s_fc + hw * s_fp
     oy = tl.load(off_ptr + base, mask=p_ok, other=0.0).to(tl.float32)
-    ox = tl.load(off_ptr + base + HWo, mask=p_ok, other=0.0).to(tl.float32)
+    ox = tl.load(off_ptr + base + s_fc, mask=p_ok, other=0.0).to(tl.float32)
     if HAS_MASK:
-        mbase = (n * (G_OFF * K) + ch) * HWo + hw
-        m = tl.load(mask_ptr + mbase, mask=p_ok, other=0.0).to(tl.float32)
+        m = tl.load(mask_ptr + n * s_mn + ch * s_mc + hw * s_mp, mask=p_ok, other=0.0)
+        m = m.to(tl.float32)
     else:
         m = tl.full(oy.shape, 1.0, tl.float32)
     # Outside [-2, H + 1] every corner is invalid: clamping keeps the int cast finite.
@@ -95,16 +106,16 @@ def _scatter(gx_ptr, C, cols, c_ok, idx, ok, val):
 
 
 @triton.jit
-def _gout_tile(gout_ptr, n, g, co, hw, p_ok, C_OUT, C_OUT_G, HWo):
-    """``grad_out[n, g * C_out_g + co, hw]`` as a ``[BLOCK_P, BLOCK_CO]`` tile (NCHW)."""
-    offs = (n * C_OUT + g * C_OUT_G) * HWo + co[None, :] * HWo + hw[:, None]
+def _gout_tile(gout_ptr, n, g, co, hw, p_ok, C_OUT_G, s_gn, s_gc, s_gp):
+    """``grad_out[n, g * C_out_g + co, hw]`` as a ``[BLOCK_P, BLOCK_CO]`` tile (strided)."""
+    offs = n * s_gn + (g * C_OUT_G + co[None, :]) * s_gc + hw[:, None] * s_gp
     return tl.load(gout_ptr + offs, mask=p_ok[:, None] & (co < C_OUT_G)[None, :], other=0.0)
 
 
 @triton.jit
 def _pixels(tile, H_out, W_out, BLOCK_P: tl.constexpr):
     """Pixel tile ``tile`` of ``N * cdiv(H_out * W_out, BLOCK_P)``: tiles never straddle two
-    images, so ``hw`` is contiguous (coalesced NCHW loads and stores)."""
+    images, so ``hw`` is contiguous (coalesced loads and stores along pixels)."""
     HWo = H_out * W_out
     per_image = tl.cdiv(HWo, BLOCK_P)
     n = tile // per_image
@@ -115,6 +126,7 @@ def _pixels(tile, H_out, W_out, BLOCK_P: tl.constexpr):
 @triton.jit
 def _fwd_kernel(x_ptr, off_ptr, mask_ptr, w_ptr, b_ptr, out_ptr, N, C, H, W, H_out, W_out,
                 C_OUT_G, C_IN_G, C_OG, G_OFF, KH, KW, sh, sw, ph, pw, dh, dw,
+                s_fn, s_fc, s_fp, s_mn, s_mc, s_mp, s_on, s_oc, s_op,
                 HAS_MASK: tl.constexpr, HAS_BIAS: tl.constexpr, DOT_PRECISION: tl.constexpr,
                 CH_ALIGN: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
                 BLOCK_CO: tl.constexpr):  # fmt: skip
@@ -134,8 +146,8 @@ def _fwd_kernel(x_ptr, off_ptr, mask_ptr, w_ptr, b_ptr, out_ptr, N, C, H, W, H_o
         j = k % KW
         for og in range(c_lo // C_OG, (c_hi - 1) // C_OG + 1):
             i00, i01, i10, i11, ok00, ok01, ok10, ok11, ly, lx, m = _tap_coords(
-                off_ptr, mask_ptr, n, ho, wo, p_ok, og, k, i, j, K, G_OFF, H_out, W_out, H, W,
-                sh, sw, ph, pw, dh, dw, HAS_MASK)  # fmt: skip
+                off_ptr, mask_ptr, n, hw, ho, wo, p_ok, og, k, i, j, K, H, W,
+                sh, sw, ph, pw, dh, dw, s_fn, s_fc, s_fp, s_mn, s_mc, s_mp, HAS_MASK)  # fmt: skip
             w00 = ((1 - ly) * (1 - lx) * m)[:, None]
             w01 = ((1 - ly) * lx * m)[:, None]
             w10 = (ly * (1 - lx) * m)[:, None]
@@ -155,38 +167,40 @@ def _fwd_kernel(x_ptr, off_ptr, mask_ptr, w_ptr, b_ptr, out_ptr, N, C, H, W, H_o
                 acc = tl.dot(s.to(wt.dtype), wt, acc, input_precision=DOT_PRECISION)
     if HAS_BIAS:
         acc += tl.load(b_ptr + g * C_OUT_G + co, mask=co_ok, other=0.0).to(tl.float32)[None, :]
-    C_OUT = C_OUT_G * (C // C_IN_G)
-    o_off = (n * C_OUT + g * C_OUT_G) * (H_out * W_out)
-    o_off += co[None, :] * (H_out * W_out) + hw[:, None]
+    o_off = n * s_on + (g * C_OUT_G + co[None, :]) * s_oc + hw[:, None] * s_op
     tl.store(out_ptr + o_off, acc.to(out_ptr.dtype.element_ty), mask=p_ok[:, None] & co_ok[None, :])
 
 
 @triton.jit
 def _bwd_data_kernel(x_ptr, off_ptr, mask_ptr, w_ptr, gout_ptr, gx_ptr, goff_ptr, gmask_ptr, N,
                      C, H, W, H_out, W_out, C_OUT_G, C_IN_G, C_OG, G_OFF, KH, KW, sh, sw, ph,
-                     pw, dh, dw, HAS_MASK: tl.constexpr, OG_IN_ONE_GROUP: tl.constexpr,
+                     pw, dh, dw, s_fn, s_fc, s_fp, s_mn, s_mc, s_mp, s_gn, s_gc, s_gp, CB,
+                     HAS_MASK: tl.constexpr, ATOMIC_OFF: tl.constexpr,
                      SINGLE_CO: tl.constexpr, DOT_PRECISION: tl.constexpr,
                      CH_ALIGN: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
                      BLOCK_CO: tl.constexpr):  # fmt: skip
-    """Program = BLOCK_P pixels, all channels: grads of input (atomics), offset and mask."""
+    """Program = BLOCK_P pixels x channel block ``[cb * CB, (cb + 1) * CB)``: grads of input
+    (atomics), offset and mask (contiguous float32; atomics when several programs add to
+    one entry: ``ATOMIC_OFF``)."""
     p_ok, n, hw, ho, wo = _pixels(tl.program_id(0), H_out, W_out, BLOCK_P)
+    cb_lo = tl.program_id(1) * CB
+    cb_hi = tl.minimum(cb_lo + CB, C)
     K = KH * KW
     HWo = H_out * W_out
-    GROUPS = C // C_IN_G
-    C_OUT = C_OUT_G * GROUPS
     cor = tl.arange(0, BLOCK_CO)
-    for g in range(GROUPS):
-        c_lo = g * C_IN_G
-        c_hi = c_lo + C_IN_G
+    for g in range(cb_lo // C_IN_G, (cb_hi - 1) // C_IN_G + 1):
+        c_lo = tl.maximum(g * C_IN_G, cb_lo)
+        c_hi = tl.minimum(c_lo + C_IN_G, cb_hi)
         if SINGLE_CO:  # the whole grad_out tile of group g stays in registers
-            gt = _gout_tile(gout_ptr, n, g, cor, hw, p_ok, C_OUT, C_OUT_G, HWo)
+            gt = _gout_tile(gout_ptr, n, g, cor, hw, p_ok, C_OUT_G, s_gn, s_gc, s_gp)
         for k in range(K):
             i = k // KW
             j = k % KW
             for og in range(c_lo // C_OG, (c_hi - 1) // C_OG + 1):
                 i00, i01, i10, i11, ok00, ok01, ok10, ok11, ly, lx, m = _tap_coords(
-                    off_ptr, mask_ptr, n, ho, wo, p_ok, og, k, i, j, K, G_OFF, H_out, W_out, H, W,
-                    sh, sw, ph, pw, dh, dw, HAS_MASK)  # fmt: skip
+                    off_ptr, mask_ptr, n, hw, ho, wo, p_ok, og, k, i, j, K, H, W,
+                    sh, sw, ph, pw, dh, dw, s_fn, s_fc, s_fp, s_mn, s_mc, s_mp,
+                    HAS_MASK)  # fmt: skip
                 # per-channel partials, reduced over channels once per tap (not per chunk)
                 acc_y = tl.zeros((BLOCK_P, BLOCK_C), dtype=tl.float32)
                 acc_x = tl.zeros((BLOCK_P, BLOCK_C), dtype=tl.float32)
@@ -196,7 +210,7 @@ def _bwd_data_kernel(x_ptr, off_ptr, mask_ptr, w_ptr, gout_ptr, gx_ptr, goff_ptr
                     c0 = tl.multiple_of(c0, CH_ALIGN)  # lets the corner gathers vectorise
                     cols = c0 + tl.arange(0, BLOCK_C)
                     c_ok = cols < c_end
-                    w_row = ((g * K + k) * C_IN_G + cols - c_lo)[None, :] * C_OUT_G
+                    w_row = ((g * K + k) * C_IN_G + cols - g * C_IN_G)[None, :] * C_OUT_G
                     # ds[p, c] = sum_co grad_out[p, co] * W[co, c, k]
                     if SINGLE_CO:
                         w_ok = c_ok[None, :] & (cor < C_OUT_G)[:, None]
@@ -206,7 +220,8 @@ def _bwd_data_kernel(x_ptr, off_ptr, mask_ptr, w_ptr, gout_ptr, gx_ptr, goff_ptr
                         ds = tl.zeros((BLOCK_P, BLOCK_C), dtype=tl.float32)
                         for co0 in range(0, C_OUT_G, BLOCK_CO):
                             co = co0 + cor
-                            gc = _gout_tile(gout_ptr, n, g, co, hw, p_ok, C_OUT, C_OUT_G, HWo)
+                            gc = _gout_tile(gout_ptr, n, g, co, hw, p_ok, C_OUT_G, s_gn, s_gc,
+                                            s_gp)  # fmt: skip
                             w_ok = c_ok[None, :] & (co < C_OUT_G)[:, None]
                             wt = tl.load(w_ptr + w_row + co[:, None], mask=w_ok, other=0.0)
                             ds = tl.dot(gc, wt, ds, input_precision=DOT_PRECISION)
@@ -231,27 +246,30 @@ def _bwd_data_kernel(x_ptr, off_ptr, mask_ptr, w_ptr, gout_ptr, gx_ptr, goff_ptr
                 ch = og * K + k
                 o_off = (n * (2 * G_OFF * K) + 2 * ch) * HWo + hw
                 m_off = (n * (G_OFF * K) + ch) * HWo + hw
-                if OG_IN_ONE_GROUP:  # this program is the only writer of these entries
-                    tl.store(goff_ptr + o_off, sum_y, mask=p_ok)
-                    tl.store(goff_ptr + o_off + HWo, sum_x, mask=p_ok)
-                    if HAS_MASK:
-                        tl.store(gmask_ptr + m_off, sum_m, mask=p_ok)
-                else:  # offset group split across conv groups: sum over the g loop
+                if ATOMIC_OFF:  # several programs (channel blocks, conv groups) add here
                     tl.atomic_add(goff_ptr + o_off, sum_y, mask=p_ok, sem="relaxed")
                     tl.atomic_add(goff_ptr + o_off + HWo, sum_x, mask=p_ok, sem="relaxed")
                     if HAS_MASK:
                         tl.atomic_add(gmask_ptr + m_off, sum_m, mask=p_ok, sem="relaxed")
+                else:  # this program is the only writer of these entries
+                    tl.store(goff_ptr + o_off, sum_y, mask=p_ok)
+                    tl.store(goff_ptr + o_off + HWo, sum_x, mask=p_ok)
+                    if HAS_MASK:
+                        tl.store(gmask_ptr + m_off, sum_m, mask=p_ok)
 
 
 @triton.jit
 def _bwd_weight_kernel(x_ptr, off_ptr, mask_ptr, gout_ptr, gw_ptr, N, C, H, W, H_out, W_out,
                        C_OUT_G, C_IN_G, C_OG, G_OFF, KH, KW, sh, sw, ph, pw, dh, dw,
-                       TILES_PER_SPLIT, HAS_MASK: tl.constexpr, ATOMIC: tl.constexpr,
+                       s_fn, s_fc, s_fp, s_mn, s_mc, s_mp, s_gn, s_gc, s_gp,
+                       TILES_PER_SPLIT, HAS_MASK: tl.constexpr,
                        DOT_PRECISION: tl.constexpr, CH_ALIGN: tl.constexpr, BLOCK_P: tl.constexpr,
                        BLOCK_C: tl.constexpr, BLOCK_CO: tl.constexpr):  # fmt: skip
-    """Program = (conv group, C_in tile, C_out tile) x tap k x pixel split: sample^T @ grad_out."""
+    """Program = (conv group, C_in tile, C_out tile) x tap k x pixel split: sample^T @ grad_out
+    into this split's slice of ``gw [splits, groups, K, C_in_g, C_out_g]``."""
     pid_t = tl.program_id(0)
     k = tl.program_id(1)
+    split = tl.program_id(2)
     n_co = tl.cdiv(C_OUT_G, BLOCK_CO)
     n_c = tl.cdiv(C_IN_G, BLOCK_C)
     g = pid_t // (n_co * n_c)
@@ -265,20 +283,18 @@ def _bwd_weight_kernel(x_ptr, off_ptr, mask_ptr, gout_ptr, gw_ptr, N, C, H, W, H
     i = k // KW
     j = k % KW
     K = KH * KW
-    HWo = H_out * W_out
-    C_OUT = C_OUT_G * (C // C_IN_G)
     acc = tl.zeros((BLOCK_C, BLOCK_CO), dtype=tl.float32)
-    t_start = tl.program_id(2) * TILES_PER_SPLIT
-    t_end = tl.minimum(t_start + TILES_PER_SPLIT, N * tl.cdiv(HWo, BLOCK_P))
+    t_start = split * TILES_PER_SPLIT
+    t_end = tl.minimum(t_start + TILES_PER_SPLIT, N * tl.cdiv(H_out * W_out, BLOCK_P))
     for t in range(t_start, t_end):
         p_ok, n, hw, ho, wo = _pixels(t, H_out, W_out, BLOCK_P)
-        gt = _gout_tile(gout_ptr, n, g, co, hw, p_ok, C_OUT, C_OUT_G, HWo)
+        gt = _gout_tile(gout_ptr, n, g, co, hw, p_ok, C_OUT_G, s_gn, s_gc, s_gp)
         s = tl.zeros((BLOCK_P, BLOCK_C), dtype=tl.float32)
         # a C_in tile may cover several offset groups: each column takes its own group's taps
         for og in range(c_lo // C_OG, (c_hi - 1) // C_OG + 1):
             i00, i01, i10, i11, ok00, ok01, ok10, ok11, ly, lx, m = _tap_coords(
-                off_ptr, mask_ptr, n, ho, wo, p_ok, og, k, i, j, K, G_OFF, H_out, W_out, H, W,
-                sh, sw, ph, pw, dh, dw, HAS_MASK)  # fmt: skip
+                off_ptr, mask_ptr, n, hw, ho, wo, p_ok, og, k, i, j, K, H, W,
+                sh, sw, ph, pw, dh, dw, s_fn, s_fc, s_fp, s_mn, s_mc, s_mp, HAS_MASK)  # fmt: skip
             in_og = c_ok & (cols >= og * C_OG) & (cols < (og + 1) * C_OG)
             v00, v01, v10, v11 = _corners(
                 x_ptr, C, cols, in_og, i00, i01, i10, i11, ok00, ok01, ok10, ok11
@@ -286,13 +302,10 @@ def _bwd_weight_kernel(x_ptr, off_ptr, mask_ptr, gout_ptr, gw_ptr, N, C, H, W, H
             s += ((1 - ly) * (1 - lx) * m)[:, None] * v00 + ((1 - ly) * lx * m)[:, None] * v01
             s += (ly * (1 - lx) * m)[:, None] * v10 + (ly * lx * m)[:, None] * v11
         acc = tl.dot(tl.trans(s.to(gt.dtype)), gt, acc, input_precision=DOT_PRECISION)
-    # grad weight laid out [groups, K, C_in_g, C_out_g] (float32)
+    # this split's slice, laid out [groups, K, C_in_g, C_out_g] (float32)
+    slice_off = split.to(tl.int64) * (C // C_IN_G) * K * C_IN_G * C_OUT_G
     w_off = ((g * K + k) * C_IN_G + cols - g * C_IN_G)[:, None] * C_OUT_G + co[None, :]
-    w_mask = c_ok[:, None] & co_ok[None, :]
-    if ATOMIC:
-        tl.atomic_add(gw_ptr + w_off, acc, mask=w_mask, sem="relaxed")
-    else:
-        tl.store(gw_ptr + w_off, acc, mask=w_mask)
+    tl.store(gw_ptr + slice_off + w_off, acc, mask=c_ok[:, None] & co_ok[None, :])
 
 
 # --- launchers
@@ -342,92 +355,185 @@ def _check_int32(*tensors: torch.Tensor) -> None:
             raise RuntimeError(f"{OP}: Triton kernels index with int32; got {t.numel()} elements")
 
 
-def _blocks(geo: dict, dtype: torch.dtype) -> dict:
-    """Tile sizes per kernel (checked spill-free with ``ptxas -v`` for sm_90 at C = 256).
+def _channels_last(t: torch.Tensor) -> bool:
+    """True for an NHWC-strided 4-d tensor (the layout ``conv2d`` would keep)."""
+    return not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last)
+
+
+def _memory_format(t: torch.Tensor) -> torch.memory_format:
+    return torch.channels_last if _channels_last(t) else torch.contiguous_format
+
+
+def _strided(t: torch.Tensor | None, name: str, like: torch.Tensor) -> tuple[torch.Tensor, dict]:
+    """``t [N, C, H, W]`` (copied only when H and W cannot be one pixel axis) and its
+    (batch, channel, pixel) strides as the kernels' ``s_<name>n, s_<name>c, s_<name>p``;
+    ``like`` and zero strides when ``t`` is None (never read)."""
+    if t is None:
+        return like, {f"s_{name}n": 0, f"s_{name}c": 0, f"s_{name}p": 0}
+    if t.shape[3] > 1 and t.shape[2] > 1 and t.stride(2) != t.shape[3] * t.stride(3):
+        t = t.contiguous()
+    s_p = t.stride(3) if t.shape[3] > 1 else t.stride(2)
+    return t, {f"s_{name}n": t.stride(0), f"s_{name}c": t.stride(1), f"s_{name}p": s_p}
+
+
+def _stages(p: int, c: int, co: int, elem: int, arch: Arch, most: int = 3) -> int:
+    """The deepest software pipeline (1..``most`` stages) of a ``[p, c] x [c, co]`` dot
+    whose shared memory fits the arch. The estimate, ``stages * (p*c + c*co) * elem`` plus
+    the float32 epilogue ``p * co * 4``, is an upper bound of what Triton allocates at every
+    config in the compile report (``elem`` counts 8 bytes for float32: tf32x3 keeps two
+    parts of each operand)."""
+    for stages in range(most, 1, -1):
+        if stages * (p * c + c * co) * elem + p * co * 4 <= arch.smem_per_block:
+            return stages
+    return 1
+
+
+def _config(geo: dict, dtype: torch.dtype, arch: Arch) -> dict:
+    """Tiles, warps and pipeline depth per kernel for ``arch``.
 
     Half inputs cover up to 256 output channels per program (one sampling pass per tile);
-    float32 (tf32x3 dots, 3x the operand registers) stops at 128. ``BLOCK_C`` never spans
-    two offset groups or conv groups, so it follows their width.
+    float32 (tf32x3 dots, 3x the operand registers) stops at 128 and at 32 pixels. The
+    data-gradient kernel keeps ``gt``, ``ds`` and four corner tiles live: its pixel tile
+    stops at 32 (half) or 16 (float32, with 64-channel ``grad_out`` chunks and no software
+    pipeline), where ptxas fits them in 255 registers (the compile report). ``BLOCK_C``
+    never spans two offset groups or conv groups, so it follows their width. The stages
+    come from the arch's shared memory (:func:`_stages`). On coarse levels the pixel tile
+    shrinks (down to 16, ``tl.dot``'s smallest) and then the output channels split until
+    the grid has a program per SM; the data-gradient kernel splits its input channels
+    instead (it needs every output channel for ``ds``). Every kernel gets an explicit
+    register cap (128 at 4 warps, 255 at 8): left alone, ptxas may trade spills for
+    occupancy.
     """
     half = dtype != torch.float32
-    co_cap = 256 if half else 128
-    return dict(
-        p=_pow2(geo["H_out"] * geo["W_out"], 16, 64),
-        c=_pow2(min(geo["C_IN_G"], geo["C_OG"]), 16, 32),
-        co=_pow2(geo["C_OUT_G"], 16, co_cap),
-        wc=_pow2(geo["C_IN_G"], 16, 64),  # weight kernel: C_in tile (may span offset groups)
-        fwd_warps=4 if half and geo["C_OUT_G"] <= 128 else 8,
-    )
+    elem = 2 if half else 8
+    groups = geo["C"] // geo["C_IN_G"]
+    hw = geo["H_out"] * geo["W_out"]
+    co = _pow2(geo["C_OUT_G"], 16, 256 if half else 128)
+    c = _pow2(min(geo["C_IN_G"], geo["C_OG"]), 16, 32)
+    wc = _pow2(geo["C_IN_G"], 16, 64)  # weight kernel: C_in tile (may span offset groups)
+    wp = _pow2(hw, 16, 64)
+    target = 1 if arch.interpreted else arch.sm_count
+
+    def fwd_programs(p_, co_):
+        return geo["N"] * triton.cdiv(hw, p_) * groups * triton.cdiv(geo["C_OUT_G"], co_)
+
+    fp, fco = _pow2(hw, 16, 64 if half else 32), co
+    while fp > 16 and fwd_programs(fp, fco) < target:
+        fp //= 2
+    while fco > 64 and fwd_programs(fp, fco) < target:
+        fco //= 2
+    dp, dco = _pow2(hw, 16, 32 if half else 16), co if half else min(co, 64)
+    while dp > 16 and geo["N"] * triton.cdiv(hw, dp) < target:
+        dp //= 2
+    # channel blocks of the data gradient (one conv group, one offset group only: blocks
+    # then never straddle a group)
+    cb = geo["C"]
+    if groups == 1 and geo["G_OFF"] == 1:
+        while cb > 2 * c and cb % 2 == 0 and geo["N"] * triton.cdiv(hw, dp) * (
+            geo["C"] // cb
+        ) < target:  # fmt: skip
+            cb //= 2
+    fwd_warps = 4 if half and fco <= 128 else 8
+
+    def cap(warps):
+        return {} if arch.interpreted else {"maxnreg": 128 if warps == 4 else 255}
+
+    return {
+        "fwd": dict(BLOCK_P=fp, BLOCK_C=c, BLOCK_CO=fco, num_warps=fwd_warps,
+                    num_stages=_stages(fp, c, fco, elem, arch), **cap(fwd_warps)),
+        "data": dict(BLOCK_P=dp, BLOCK_C=c, BLOCK_CO=dco, CB=cb, num_warps=8,
+                     num_stages=_stages(dp, dco, c, elem, arch) if half else 1, **cap(8)),
+        "weight": dict(BLOCK_P=wp, BLOCK_C=wc, BLOCK_CO=co, num_warps=8,
+                       num_stages=_stages(wc, wp, co, elem, arch), **cap(8)),
+    }  # fmt: skip
 
 
 def _forward(input, offset, weight, bias, stride, padding, dilation, mask):
     geo = _geometry(input, offset, weight, stride, padding, dilation)
     groups = geo["C"] // geo["C_IN_G"]
-    out = input.new_empty(geo["N"], weight.shape[0], geo["H_out"], geo["W_out"])
+    shape = (geo["N"], weight.shape[0], geo["H_out"], geo["W_out"])
+    out = torch.empty(shape, dtype=input.dtype, device=input.device,
+                      memory_format=_memory_format(input))  # fmt: skip
     if out.numel() == 0:
         return out.zero_()
     _check_int32(input, offset, out)
-    x = input.permute(0, 2, 3, 1).contiguous()  # channels-last for contiguous corner gathers
-    bl = _blocks(geo, input.dtype)
-    p_tiles = geo["N"] * triton.cdiv(geo["H_out"] * geo["W_out"], bl["p"])
-    grid = (p_tiles, groups * triton.cdiv(geo["C_OUT_G"], bl["co"]))
-    _fwd_kernel[grid](
-        x, offset.contiguous(), x if mask is None else mask.contiguous(),
-        _weight_tiles(weight, groups, input.dtype), x if bias is None else bias.contiguous(),
-        out, **geo,
+    x = input.permute(0, 2, 3, 1).contiguous()  # no copy for a channels-last input
+    off, s_off = _strided(offset, "f", x)
+    msk, s_msk = _strided(mask, "m", x)
+    cfg = _config(geo, input.dtype, arch_for(input.device))["fwd"]
+    p_tiles = geo["N"] * triton.cdiv(geo["H_out"] * geo["W_out"], cfg["BLOCK_P"])
+    grid = (p_tiles, groups * triton.cdiv(geo["C_OUT_G"], cfg["BLOCK_CO"]))
+    launch(
+        _fwd_kernel, grid,
+        x, off, msk, _weight_tiles(weight, groups, input.dtype),
+        x if bias is None else bias.contiguous(), out, **geo, **s_off, **s_msk,
+        **_strided(out, "o", x)[1],
         HAS_MASK=mask is not None, HAS_BIAS=bias is not None,
         DOT_PRECISION=_dot_precision(input.dtype), CH_ALIGN=_ch_align(geo),
-        BLOCK_P=bl["p"], BLOCK_C=bl["c"], BLOCK_CO=bl["co"], num_warps=bl["fwd_warps"],
+        device=input.device, **cfg,
     )  # fmt: skip
     return out
 
 
-def _split_count(programs: int, tiles: int, device: torch.device) -> int:
-    """Pixel splits of the weight-gradient reduction: about 4 programs per SM."""
-    if device.type == "cuda":
-        target = 4 * torch.cuda.get_device_properties(device).multi_processor_count
-    else:
-        target = 2 * programs  # interpreter: exercise the atomic reduction on small inputs
+def _split_count(programs: int, tiles: int, arch: Arch) -> int:
+    """Pixel splits of the weight-gradient reduction: about one program per SM (8 warps at
+    up to 255 registers: one block per SM)."""
+    target = 2 * programs if arch.interpreted else arch.sm_count  # interpreter: >1 split
     return max(1, min(tiles, triton.cdiv(target, programs)))
 
 
 def _backward(grad_out, input, offset, weight, bias, stride, padding, dilation, mask):
+    alert_nondeterministic("deform_conv2d backward", "grad_input uses float32 atomics")
     geo = _geometry(input, offset, weight, stride, padding, dilation)
     groups = geo["C"] // geo["C_IN_G"]
     N, C, H, W = input.shape
     K = geo["KH"] * geo["KW"]
     dt = input.dtype
+    arch = arch_for(input.device)
+    cfg = _config(geo, dt, arch)
     f32 = dict(dtype=torch.float32, device=input.device)
+    atomic_off = cfg["data"]["CB"] < C or geo["C_IN_G"] % geo["C_OG"] != 0
+    fill = torch.zeros if atomic_off else torch.empty  # stores cover every entry otherwise
     grad_x = torch.zeros(N, H, W, C, **f32)  # channels-last float32 atomic target
-    grad_off = torch.zeros(offset.shape, **f32)
-    grad_mask = torch.zeros(mask.shape if mask is not None else (0,), **f32)
-    grad_w = torch.zeros(groups, K, geo["C_IN_G"], geo["C_OUT_G"], **f32)
+    grad_off = fill(offset.shape, **f32)
+    grad_mask = fill(mask.shape if mask is not None else (0,), **f32)
+    tiles = N * triton.cdiv(geo["H_out"] * geo["W_out"], cfg["weight"]["BLOCK_P"])
+    programs = groups * triton.cdiv(geo["C_IN_G"], cfg["weight"]["BLOCK_C"])
+    programs *= triton.cdiv(geo["C_OUT_G"], cfg["weight"]["BLOCK_CO"])
+    per_split = triton.cdiv(tiles, _split_count(programs * K, tiles, arch))
+    splits = triton.cdiv(tiles, per_split)
+    grad_w = torch.empty(splits, groups, K, geo["C_IN_G"], geo["C_OUT_G"], **f32)
     if grad_out.numel() > 0 and input.numel() > 0:
         _check_int32(input, offset, grad_out)
-        x = input.permute(0, 2, 3, 1).contiguous()
-        go, off = grad_out.contiguous(), offset.contiguous()
-        msk = x if mask is None else mask.contiguous()
-        bl = _blocks(geo, dt)
+        x = input.permute(0, 2, 3, 1).contiguous()  # no copy for a channels-last input
+        go, s_go = _strided(grad_out, "g", x)
+        off, s_off = _strided(offset, "f", x)
+        msk, s_msk = _strided(mask, "m", x)
         common = dict(HAS_MASK=mask is not None, DOT_PRECISION=_dot_precision(dt),
-                      CH_ALIGN=_ch_align(geo), BLOCK_P=bl["p"])  # fmt: skip
-        tiles = N * triton.cdiv(geo["H_out"] * geo["W_out"], bl["p"])
-        _bwd_data_kernel[(tiles,)](
-            x, off, msk, _weight_tiles(weight, groups, dt), go, grad_x, grad_off, grad_mask, **geo,
-            **common, OG_IN_ONE_GROUP=geo["C_IN_G"] % geo["C_OG"] == 0,
-            SINGLE_CO=geo["C_OUT_G"] <= bl["co"], BLOCK_C=bl["c"], BLOCK_CO=bl["co"], num_warps=8,
+                      CH_ALIGN=_ch_align(geo), device=input.device)  # fmt: skip
+        data = cfg["data"]
+        d_tiles = N * triton.cdiv(geo["H_out"] * geo["W_out"], data["BLOCK_P"])
+        launch(
+            _bwd_data_kernel, (d_tiles, triton.cdiv(C, data["CB"])),
+            x, off, msk, _weight_tiles(weight, groups, dt), go, grad_x, grad_off, grad_mask,
+            **geo, **s_off, **s_msk, **s_go, CB=data["CB"],
+            **common, ATOMIC_OFF=atomic_off, SINGLE_CO=geo["C_OUT_G"] <= data["BLOCK_CO"],
+            **{k: v for k, v in data.items() if k != "CB"},
         )  # fmt: skip
-        programs = groups * triton.cdiv(geo["C_IN_G"], bl["wc"])
-        programs *= triton.cdiv(geo["C_OUT_G"], bl["co"])
-        per_split = triton.cdiv(tiles, _split_count(programs * K, tiles, input.device))
-        splits = triton.cdiv(tiles, per_split)
-        _bwd_weight_kernel[(programs, K, splits)](
-            x, off, msk, go, grad_w, **geo, **common, TILES_PER_SPLIT=per_split,
-            ATOMIC=splits > 1, BLOCK_C=bl["wc"], BLOCK_CO=bl["co"], num_warps=8,
+        launch(
+            _bwd_weight_kernel, (programs, K, splits),
+            x, off, msk, go, grad_w, **geo, **s_off, **s_msk, **s_go, TILES_PER_SPLIT=per_split,
+            **common, **cfg["weight"],
         )  # fmt: skip
+        grad_w = grad_w.sum(0)  # the splits' slices, in a fixed order
+    else:
+        grad_w = grad_w.zero_().sum(0)
+        grad_off.zero_()
+        grad_mask.zero_()
     grad_weight = grad_w.permute(0, 3, 2, 1).reshape(weight.shape)  # back to [C_out, C_in_g, ..]
     grad_bias = grad_out.sum((0, 2, 3), dtype=torch.float32) if bias is not None else None
     return (
-        grad_x.permute(0, 3, 1, 2).to(dt).contiguous(),
+        grad_x.permute(0, 3, 1, 2).to(dt).contiguous(memory_format=_memory_format(input)),
         grad_off.to(dt),
         grad_weight.to(dt).contiguous(),
         grad_bias.to(dt) if bias is not None else grad_out.new_empty(0),
@@ -456,12 +562,14 @@ def _deform_conv2d_op(
 ) -> torch.Tensor:
     if _use_triton(input):
         return _forward(input, offset, weight, bias, stride, padding, dilation, mask)
-    return reference.deform_conv2d(input, offset, weight, bias, stride, padding, dilation, mask)
+    out = reference.deform_conv2d(input, offset, weight, bias, stride, padding, dilation, mask)
+    return out.contiguous(memory_format=_memory_format(input))
 
 
 @_deform_conv2d_op.register_fake
 def _(input, offset, weight, bias, stride, padding, dilation, mask):
-    return input.new_empty(input.shape[0], weight.shape[0], offset.shape[2], offset.shape[3])
+    shape = (input.shape[0], weight.shape[0], offset.shape[2], offset.shape[3])
+    return input.new_empty(shape).contiguous(memory_format=_memory_format(input))
 
 
 @torch.library.custom_op("gmpvis::deform_conv2d_backward", mutates_args=())
@@ -486,20 +594,22 @@ def _deform_conv2d_backward_op(
         out = reference.deform_conv2d(*leaves, stride, padding, dilation, m)
         wrt = [t for t in (*leaves, m) if t is not None]
         grads = list(torch.autograd.grad(out, wrt, grad_out))
-    g_in, g_off, g_w = grads[:3]
-    g_b = grads[3] if bias is not None else grad_out.new_empty(0)
-    g_m = grads[-1] if mask is not None else grad_out.new_empty(0)
+    g_in = grads[0].contiguous(memory_format=_memory_format(input))
+    g_off, g_w = grads[1].contiguous(), grads[2].contiguous()
+    g_b = grads[3].contiguous() if bias is not None else grad_out.new_empty(0)
+    g_m = grads[-1].contiguous() if mask is not None else grad_out.new_empty(0)
     return g_in, g_off, g_w, g_b, g_m
 
 
 @_deform_conv2d_backward_op.register_fake
 def _(grad_out, input, offset, weight, bias, stride, padding, dilation, mask):
+    # the input gradient in the input's memory format, the others contiguous (both backends)
     return (
-        torch.empty_like(input),
-        torch.empty_like(offset),
-        torch.empty_like(weight),
-        torch.empty_like(bias) if bias is not None else grad_out.new_empty(0),
-        torch.empty_like(mask) if mask is not None else grad_out.new_empty(0),
+        input.new_empty(input.shape).contiguous(memory_format=_memory_format(input)),
+        offset.new_empty(offset.shape),
+        weight.new_empty(weight.shape),
+        bias.new_empty(bias.shape) if bias is not None else grad_out.new_empty(0),
+        mask.new_empty(mask.shape) if mask is not None else grad_out.new_empty(0),
     )
 
 
@@ -512,7 +622,7 @@ def _setup_context(ctx, inputs, output):
 def _autograd_backward(ctx, grad_out):
     input, offset, weight, bias, mask = ctx.saved_tensors
     g_in, g_off, g_w, g_b, g_m = torch.ops.gmpvis.deform_conv2d_backward(
-        grad_out.contiguous(), input, offset, weight, bias, *ctx.conv, mask
+        grad_out, input, offset, weight, bias, *ctx.conv, mask
     )
     return (
         g_in,
@@ -571,13 +681,16 @@ def deform_conv2d(
         mask: ``[N, G_off * kh * kw, H_out, W_out]`` modulation, or None (all ones).
 
     Returns:
-        ``[N, C_out, H_out, W_out]`` with ``H_out = (H + 2 ph - dh (kh - 1) - 1) // sh + 1``.
+        ``[N, C_out, H_out, W_out]`` with ``H_out = (H + 2 ph - dh (kh - 1) - 1) // sh + 1``,
+        channels-last when ``input`` is (as ``conv2d``). Under autocast every float tensor
+        takes the autocast dtype.
     """
     stride_ = _pair("stride", stride, 1)
     padding_ = _pair("padding", padding, 0)
     dilation_ = _pair("dilation", dilation, 1)
     dims: dict[str, int] = {}
     check_tensor(OP, "input", input, ("N", "C_in", "H", "W"), dims)
+    input, offset, weight, bias, mask = cast_lower(input.device, input, offset, weight, bias, mask)
     same = dict(dtypes=(input.dtype,), device=input.device)
     check_tensor(OP, "weight", weight, ("C_out", "C_in/groups", "kh", "kw"), dims, **same)
     N, C_in, H, W = input.shape
