@@ -1,4 +1,4 @@
-"""Hungarian matcher, set losses and L_match."""
+"""Hungarian matcher, set losses and the association terms (L_match, contrastive)."""
 
 import math
 
@@ -90,82 +90,152 @@ def test_perfect_predictions_have_small_losses_and_total_is_weighted_sum(tiny_cf
         + w.giou_weight * worse["loss_giou"]
         + w.mask_weight * worse["loss_mask"]
         + w.dice_weight * worse["loss_dice"]
+        + w.contrastive_weight * worse["loss_contrastive"]
     )
     torch.testing.assert_close(worse["loss"], expected)
     assert "loss_match" not in worse
 
 
 class OneHotHead(nn.Module):
-    """Dummy GM head: 0.9 where the one-hot identities agree, 0.1 elsewhere; dustbin column
-    0.7 for rows without a partner, dustbin row 0.6 for such columns, 0.05 otherwise."""
+    """Dummy GM head: 0.9 where the one-hot identities of a track and a proposal agree, 0.1
+    elsewhere; dustbin column 0.7 for tracks without a partner, dustbin row 0.6 for such
+    proposals, 0.05 otherwise."""
 
-    def forward(self, e1, b1, e2, b2, m1, m2):
-        sim = (e1 @ e2.transpose(1, 2)) * (m1[:, :, None] & m2[:, None, :])
-        S = 0.1 + 0.8 * sim
-        col = torch.where(sim.amax(2, keepdim=True) > 0, 0.05, 0.7)
-        row = torch.where(sim.amax(1, keepdim=True) > 0, 0.05, 0.6)
+    def forward(self, tracks, props):
+        valid = tracks.mask[:, :, None] & props.mask[:, None, :]
+        sim = (tracks.embeds @ props.embeds.transpose(1, 2) > 0.5) & valid
+        S = 0.1 + 0.8 * sim.float()
+        col = torch.where(sim.any(2, keepdim=True), 0.05, 0.7)
+        row = torch.where(sim.any(1, keepdim=True), 0.05, 0.6)
         S = torch.cat([S, col], 2)
         return torch.cat([S, torch.cat([row, torch.ones_like(row[:, :, :1])], 2)], 1)
 
 
-def test_match_loss_uses_identities_and_dustbin(tiny_cfg, batch_factory):
-    set_field(tiny_cfg, "loss.gm_distractors", 0)
-    set_field(tiny_cfg, "loss.match_dustbin_weight", 0.5)
+def _contrastive_by_formula(anchors: list[tuple[torch.Tensor, int]], tau: float) -> float:
+    """Multi-positive InfoNCE, written out over (embedding, identity) anchors."""
+    z = [e.double() / e.double().norm() for e, _ in anchors]
+    total, count = 0.0, 0
+    for i, (_, k) in enumerate(anchors):
+        pos = [p for p, (_, kp) in enumerate(anchors) if kp == k and p != i]
+        if not pos:
+            continue
+        denom = sum(math.exp(float(z[i] @ z[j]) / tau) for j in range(len(z)) if j != i)
+        total -= sum(float(z[i] @ z[p]) / tau - math.log(denom) for p in pos) / len(pos)
+        count += 1
+    return total / count
+
+
+def test_association_losses_on_the_trackers_graphs(tiny_cfg, batch_factory):
+    """Perfect outputs, one-hot identity embeddings. With gap 1, no drops and no spurious
+    tracks the graphs are fixed: at t = 1 both objects' tracks meet their proposals (2
+    positives), at t = 2 object 1 has left (1 positive, its track to the dustbin), per clip.
+    L_match = mean over positives + mean over dustbin entries (balanced)."""
+    for key, value in [("match_max_gap", 1), ("match_drop", 0.0), ("match_spurious", 0)]:
+        set_field(tiny_cfg, f"loss.{key}", value)
     _, _, targets = batch_factory(B=2, T=3, H=72, W=88)
     out = perfect_outputs(targets, tiny_cfg, 8, (9, 11))
     losses = build_criterion(tiny_cfg, OneHotHead())(out, targets)
-    # instance 1 leaves in the last frame: matched pairs get 0.9, its node in frame 1 of the
-    # (1, 2) pair goes to the dustbin column (0.7); no other dustbin entry
-    expected = -math.log(0.9) - 0.5 * math.log(0.7)
-    assert losses["loss_match"].item() == pytest.approx(expected, rel=1e-5)
-    assert losses["loss"] > tiny_cfg.loss.match_weight * losses["loss_match"]
+    assert losses["loss_match"].item() == pytest.approx(-math.log(0.9) - math.log(0.7), rel=1e-5)
+    anchors = [
+        (out["pred_embeds"][b, t, QUERY_OF[n]], 100 * b + n)
+        for b, tgt in enumerate(targets)
+        for t in range(3)
+        for n in range(2)
+        if tgt["valid"][t, n]
+    ]
+    expected = _contrastive_by_formula(anchors, tiny_cfg.loss.contrastive_tau)
+    assert losses["loss_contrastive"].item() == pytest.approx(expected, rel=1e-5)
+    w = tiny_cfg.loss
+    assert losses["loss"].item() == pytest.approx(
+        sum(
+            getattr(w, name) * losses[term].item()
+            for name, term in [
+                ("cls_weight", "loss_ce"),
+                ("bbox_weight", "loss_bbox"),
+                ("giou_weight", "loss_giou"),
+                ("mask_weight", "loss_mask"),
+                ("dice_weight", "loss_dice"),
+                ("match_weight", "loss_match"),
+                ("contrastive_weight", "loss_contrastive"),
+            ]
+        ),
+        rel=1e-5,
+    )
 
 
 def test_match_loss_requires_gm_head(tiny_cfg):
     with pytest.raises(ValueError, match=r"gm_head.*loss\.match_weight=0"):
         build_criterion(tiny_cfg, None)
     set_field(tiny_cfg, "loss.match_weight", 0.0)
-    assert build_criterion(tiny_cfg, None).gm_head is None
+    crit = build_criterion(tiny_cfg, None)
+    assert crit.association.gm_head is None  # the contrastive term only
+    set_field(tiny_cfg, "loss.contrastive_weight", 0.0)
+    assert build_criterion(tiny_cfg, None).association is None
+
+
+def _keep_every_proposal(cfg):
+    """Random weights give low scores: keep every proposal (the tracker's NMS still runs).
+    Gap 1: in clips this short a longer sampled gap leaves the object without a track."""
+    set_field(cfg, "tracker.det_threshold", 0.0)
+    set_field(cfg, "loss.match_max_gap", 1)
+    return cfg
 
 
 def test_criterion_shares_the_model_head(tiny_cfg, batch_factory):
     """The head handed to the criterion is the model's: one set of parameters (as DDP sees
     a module wrapping both), trained by L_match, saved only with the model."""
+    _keep_every_proposal(tiny_cfg)
     frames, pad, targets = batch_factory(B=1, T=2, H=48, W=56)
     model = build_model(tiny_cfg)
     crit = build_criterion(tiny_cfg, model.gm_head)
-    assert crit.gm_head is model.gm_head
+    assert crit.association.gm_head is model.gm_head
     both = nn.ModuleDict({"model": model, "criterion": crit})
     assert [id(p) for p in both.parameters()] == [id(p) for p in model.parameters()]
-    before = model.gm_head.node_out.weight.detach().clone()
+    before = model.gm_head.pair_linear.weight.detach().clone()
     opt = torch.optim.SGD(model.parameters(), lr=1.0)
     crit(model(frames, pad), targets)["loss_match"].backward()
     opt.step()
-    assert not torch.equal(crit.gm_head.node_out.weight, before)
+    assert not torch.equal(crit.association.gm_head.pair_linear.weight, before)
     with pytest.raises(ValueError, match="weights must name"):
-        type(crit)(
-            crit.matcher,
-            None,
-            weights={"loss_ce": 1.0},
-            mask_stride=8,
-            gm_distractors=0,
-            match_dustbin_weight=1.0,
-        )
+        type(crit)(crit.matcher, None, weights={"loss_ce": 1.0}, mask_stride=8)
 
 
-def test_match_loss_trains_the_embedding_head(tiny_cfg, batch_factory):
+def test_association_losses_train_the_head_and_the_embeddings(tiny_cfg, batch_factory):
+    _keep_every_proposal(tiny_cfg)
     frames, pad, targets = batch_factory(B=2, T=3, H=72, W=88)
     model = build_model(tiny_cfg)
     losses = build_criterion(tiny_cfg, model.gm_head)(model(frames, pad), targets)
     assert losses["loss_match"] > 0.05 and torch.isfinite(losses["loss_match"])
-    losses["loss_match"].backward()
+    assert losses["loss_contrastive"] > 0.05 and torch.isfinite(losses["loss_contrastive"])
+    losses["loss_match"].backward(retain_graph=True)
+    head = model.gm_head
     assert model.embed_head.layers[0].weight.grad.abs().sum() > 0
-    assert model.gm_head.node_in.weight.grad.abs().sum() > 0
-    assert model.gm_head.edge_geo.weight.grad.abs().sum() > 0  # the quadratic term is used
+    assert head.pair_linear.weight.grad.abs().sum() > 0 and head.dustbin.grad.abs() > 0
+    assert head.edge_geo.weight.grad.abs().sum() > 0  # the quadratic term is used
+    assert head.log_lambda.grad.abs() > 0
+    # boxes and scores only choose the graph: no gradient into the class head from L_match
     assert model.class_head.weight.grad is None or model.class_head.weight.grad.abs().sum() == 0
+    model.zero_grad()
+    losses["loss_contrastive"].backward()
+    assert model.embed_head.layers[0].weight.grad.abs().sum() > 0
+    assert head.pair_linear.weight.grad is None or head.pair_linear.weight.grad.abs().sum() == 0
 
 
-def test_clip_without_instances(tiny_cfg, batch_factory):
+def test_match_loss_is_zero_when_no_proposal_is_kept(tiny_cfg, batch_factory):
+    set_field(tiny_cfg, "tracker.det_threshold", 1.0)  # no score reaches 1: nothing kept
+    frames, pad, targets = batch_factory(B=2, T=3, H=48, W=56)
+    model = build_model(tiny_cfg)
+    losses = build_criterion(tiny_cfg, model.gm_head)(model(frames, pad), targets)
+    assert losses["loss_match"].item() == 0.0 and torch.isfinite(losses["loss"])
+    assert losses["loss_contrastive"] > 0  # matched queries are anchors, kept or not
+    losses["loss"].backward()
+    assert torch.isfinite(model.embed_head.layers[0].weight.grad).all()
+
+
+@pytest.mark.parametrize("det_threshold", [None, 0.0])
+def test_clip_without_instances(tiny_cfg, batch_factory, det_threshold):
+    if det_threshold is not None:
+        set_field(tiny_cfg, "tracker.det_threshold", det_threshold)
     frames, pad, targets = batch_factory(B=2, T=2, H=64, W=64)
     t = targets[1]
     targets[1] = dict(

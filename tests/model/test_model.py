@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from gmpvis.association import ProposalNodes, TrackNodes
 from gmpvis.config import get_config, set_field
 from gmpvis.model import build_criterion, build_model
 
@@ -25,10 +26,12 @@ def test_forward_contract_shapes_odd_size(tiny_cfg, mask_stride, levels):
     assert out["pred_boxes"].shape == (B, T, m.num_queries, 4)
     assert out["pred_masks"].shape == (B, T, m.num_queries, hm, wm)
     assert out["pred_embeds"].shape == (B, T, m.num_queries, m.embed_dim)
+    assert out["pred_queries"].shape == (B, T, m.num_queries, m.hidden_dim)  # decoder states
     assert ((out["pred_boxes"] > 0) & (out["pred_boxes"] < 1)).all()
     assert len(out["aux_outputs"]) == m.dec_layers - 1
     assert all(out["aux_outputs"][0][k].shape == out[k].shape for k in KEYS)
-    assert set(out) == set(KEYS) | {"aux_outputs"}  # tensors only: no module in the outputs
+    # tensors only: no module in the outputs
+    assert set(out) == set(KEYS) | {"pred_queries", "aux_outputs"}
     sum(out[k].float().mean() for k in KEYS).backward()
     assert model.embed_head.layers[-1].weight.grad.abs().sum() > 0
     assert model.backbone.stem[0].weight.grad.abs().sum() > 0
@@ -67,15 +70,30 @@ def test_online_step_matches_clip_forward(tiny_cfg):
 
 
 def test_associate_contract(tiny_cfg):
+    """``model.associate(TrackNodes, ProposalNodes)`` is the model's own head: a soft
+    assignment ``[B, n + 1, m + 1]`` (dustbin last), padding excluded, gradients to the head."""
     model = build_model(tiny_cfg)
     E = tiny_cfg.model.embed_dim
-    S = model.associate(
-        torch.randn(3, 4, E),
-        torch.rand(3, 4, 4) * 0.5 + 0.1,
-        torch.randn(3, 6, E),
-        torch.rand(3, 6, 4) * 0.5 + 0.1,
-    )
-    assert S.shape == (3, 5, 7) and torch.isfinite(S).all() and (S >= 0).all()
+    B, n, m = 3, 4, 6
+
+    def boxes(k):
+        return torch.cat([torch.rand(B, k, 2) * 0.6 + 0.2, torch.rand(B, k, 2) * 0.2 + 0.05], -1)
+
+    t_mask = torch.ones(B, n, dtype=torch.bool)
+    p_mask = torch.ones(B, m, dtype=torch.bool)
+    t_mask[2, 1:] = False
+    p_mask[1, 4:] = False
+    tracks = TrackNodes(torch.randn(B, n, E), boxes(n), torch.randint(0, 4, (B, n)).float(), t_mask)
+    props = ProposalNodes(torch.randn(B, m, E), boxes(m), torch.rand(B, m), p_mask)
+    S = model.associate(tracks, props)
+    assert S.shape == (B, n + 1, m + 1) and torch.isfinite(S).all() and (S >= 0).all()
+    assert (S[2, 1:n] == 0).all() and (S[1, :, 4:m] == 0).all()
+    torch.testing.assert_close(S, model.gm_head(tracks, props), rtol=0, atol=0)
+    real_rows = torch.cat([S[0, :n, :m], S[0, :n, m:]], 1).sum(1)
+    torch.testing.assert_close(real_rows, torch.ones(n), rtol=0, atol=1e-5)
+    S[:, :n, :m].sum().backward()
+    assert model.gm_head.pair_linear.weight.grad.abs().sum() > 0
+    assert model.gm_head.edge_geo.weight.grad.abs().sum() > 0
 
 
 def test_bad_inputs_raise(tiny_cfg):

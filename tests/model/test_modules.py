@@ -4,13 +4,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from gmpvis.association import ProposalNodes, TrackNodes
 from gmpvis.config import get_config
 from gmpvis.model import build_backbone, build_gm_head
 from gmpvis.model.backbone import ResNetBackbone, TinyCNN
 from gmpvis.model.decoder import DeformableDecoder
 from gmpvis.model.deformable_attention import MSDeformAttn
 from gmpvis.model.encoder import DeformableEncoder, InputProjection, encoder_reference_points
-from gmpvis.model.graph_matching import box_edge_geometry
 from gmpvis.model.position_encoding import PositionEmbeddingSine
 from gmpvis.model.seg_head import ModulatedDeformConv, PixelDecoder
 from gmpvis.model.temporal import TemporalAggregator
@@ -222,90 +222,57 @@ def test_pixel_decoder_strides(mask_stride):
         PixelDecoder(16, 12, [16, 32], channels, 32)
 
 
-def test_edge_geometry_values():
-    boxes = torch.tensor([[[0.2, 0.3, 0.1, 0.2], [0.5, 0.4, 0.2, 0.1]]])
-    g = box_edge_geometry(boxes)
-    assert g.shape == (1, 2, 2, 6)
-    expected = [0.3, 0.1, 3.0, 0.5, torch.log(torch.tensor(2.0)), torch.log(torch.tensor(0.5))]
-    torch.testing.assert_close(g[0, 0, 1], torch.tensor(expected), rtol=1e-5, atol=1e-6)
-    assert torch.all(g[0, 0, 0] == 0)
-
-
-def test_graph_matching_head_shapes_masks_and_equivariance(tiny_cfg):
-    from gmpvis.config import set_field
-
-    set_field(tiny_cfg, "model.sinkhorn_iters", 40)  # converged marginals
-    head = build_gm_head(tiny_cfg).eval()
-    B, n1, n2, E = 2, 5, 4, tiny_cfg.model.embed_dim
-    e1, e2 = torch.randn(B, n1, E, requires_grad=True), torch.randn(B, n2, E)
-    b1, b2 = torch.rand(B, n1, 4) * 0.5 + 0.1, torch.rand(B, n2, 4) * 0.5 + 0.1
-    m1 = torch.ones(B, n1, dtype=torch.bool)
-    m2 = torch.ones(B, n2, dtype=torch.bool)
-    m1[1, 3:] = False
-    m2[1, 2:] = False
-    S = head(e1, b1, e2, b2, m1, m2)
-    assert S.shape == (B, n1 + 1, n2 + 1)
-    assert (S >= 0).all() and torch.isfinite(S).all()
-    # padded rows / columns carry no mass; real rows sum to ~1 (SuperGlue marginals)
-    assert S[1, 3:n1].abs().max() == 0 and S[1, :, 2:n2].abs().max() == 0
-    torch.testing.assert_close(S[0, :n1].sum(-1), torch.ones(n1), rtol=0, atol=5e-3)
-    # permuting graph 2's nodes permutes the columns
-    perm = torch.tensor([2, 0, 3, 1])
-    Sp = head(e1, b1, e2[:, perm], b2[:, perm])
-    S_full = head(e1, b1, e2, b2)
-    torch.testing.assert_close(Sp[:, :, :n2], S_full[:, :, perm], rtol=1e-4, atol=1e-5)
-    S[0, :n1, :n2].diagonal().sum().backward()
-    assert e1.grad.abs().sum() > 0 and head.node_in.weight.grad.abs().sum() > 0
-    with pytest.raises(ValueError, match="boxes2"):
-        head(e1, b1, e2, b2[:, :3])
-
-
-def test_graph_matching_prefers_identical_graph(tiny_cfg):
-    """Matching a graph to a shuffled copy of itself puts the mass on the true permutation."""
-    head = build_gm_head(tiny_cfg).eval()
-    with torch.no_grad():
-        head.log_scale.fill_(1.0)
-    n, E = 6, tiny_cfg.model.embed_dim
-    e = torch.randn(1, n, E) * 3
-    b = torch.rand(1, n, 4) * 0.4 + 0.1
-    perm = torch.randperm(n)
-    S = head(e, b, e[:, perm], b[:, perm])
-    assert torch.equal(S[0, :n, :n].argmax(-1), perm.argsort())
-
-
-@pytest.mark.parametrize("lam", [0.0, 4.0])
-def test_quadratic_term_resolves_identical_appearance(lam):
-    """All nodes look the same (one embedding): only the edge (geometry) term of the
-    graduated assignment can find the permutation; with lambda = 0 the result is flat."""
+def test_build_gm_head_reads_the_config():
+    """The association head of ``cfg.model`` (``gm_*``, ``sinkhorn_*``) and the tracker's
+    ``max_missing`` (the frames-missed feature is normalised by it)."""
     cfg = get_config(
         "tiny",
         [
-            f"model.gm_lambda={lam}",
-            "model.gm_iters=5",
-            "model.sinkhorn_iters=20",
-            "model.gm_sigma=0.5",
+            "model.embed_dim=12",
+            "model.gm_hidden=7",
+            "model.gm_edge_dim=5",
+            "model.gm_iters=2",
+            "model.gm_lambda=0.25",
+            "model.sinkhorn_iters=17",
+            "model.sinkhorn_tau=0.5",
+            "tracker.max_missing=3",
         ],
     )
+    head = build_gm_head(cfg)
+    assert head.pair_mlp[0].out_features == 7 and head.edge_geo.out_features == 5
+    assert head.edge_app.in_features == 12
+    assert (head.iters, head.sinkhorn_iters, head.tau, head.max_missed) == (2, 17, 0.5, 3)
+    assert head.lam.item() == pytest.approx(0.25)
+    linear = build_gm_head(get_config("tiny", ["model.gm_lambda=0"]))
+    assert not linear.use_quadratic and not hasattr(linear, "edge_geo")
+
+
+@pytest.mark.parametrize("lam", [0.0, 4.0])
+def test_quadratic_term_resolves_identical_node_evidence(lam):
+    """Every (track, proposal) pair has the same node evidence (one embedding, one size, the
+    proposals far from every predicted box): only the edges (the objects' layout, moved as a
+    whole) tell the pairs apart. lambda = 0 stays flat; lambda > 0 finds the permutation."""
+    cfg = get_config("tiny", [f"model.gm_lambda={lam}", "model.gm_iters=5"])
     head = build_gm_head(cfg).eval()
-    with torch.no_grad():
-        head.edge_geo.weight.mul_(3.0)  # spread the geometric edge features
-    n, E = 6, cfg.model.embed_dim
-    e = torch.randn(1, 1, E).expand(1, n, E)
-    b = torch.rand(1, n, 4) * 0.5 + 0.1
+    with torch.no_grad():  # flat node logits at the dustbin's level: mass left to move
+        head.pair_linear.bias.add_(8.0)
+    n, E = 5, cfg.model.embed_dim
+    embeds = torch.randn(1, 1, E).expand(1, n, E)
+    boxes = torch.cat([torch.rand(1, n, 2) * 0.2 + 0.1, torch.full((1, n, 2), 0.05)], -1)
     perm = torch.randperm(n)
-    S = head(e, b, e[:, perm], b[:, perm])[0, :n, :n]
+    moved = boxes[:, perm].clone()
+    moved[..., :2] += 0.5  # offsets >= 4 sizes for every pair: clamped, no IoU
+    tracks = TrackNodes(embeds, boxes, torch.ones(1, n), torch.ones(1, n, dtype=torch.bool))
+    props = ProposalNodes(
+        embeds, moved, torch.full((1, n), 0.9), torch.ones(1, n, dtype=torch.bool)
+    )
+    with torch.no_grad():
+        S = head(tracks, props)[0, :n, :n]
+        flat = head.node_affinity(tracks, props)
+    assert flat.max() - flat.min() < 1e-6  # the node term cannot tell the pairs apart
     if lam > 0:
-        assert torch.equal(S.argmax(-1), perm.argsort()) and S.max(-1).values.min() > 0.5
+        true = perm.argsort()
+        assert torch.equal(S.argmax(-1), true)
+        assert S[torch.arange(n), true].min() > 1.3 * S.median()
     else:
-        assert S.max() - S.min() < 1e-4
-
-
-def test_graph_matching_under_autocast_runs_in_float32(tiny_cfg):
-    head = build_gm_head(tiny_cfg).eval()
-    E = tiny_cfg.model.embed_dim
-    e1, e2 = torch.randn(2, 3, E).bfloat16(), torch.randn(2, 5, E).bfloat16()
-    b1, b2 = torch.rand(2, 3, 4) * 0.5 + 0.1, torch.rand(2, 5, 4) * 0.5 + 0.1
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        S = head(e1, b1, e2, b2)
-    assert S.dtype == torch.float32 and S.shape == (2, 4, 6)
-    torch.testing.assert_close(S, head(e1.float(), b1, e2.float(), b2), rtol=1e-5, atol=1e-6)
+        assert S.max() - S.min() < 1e-6

@@ -9,6 +9,10 @@ from gmpvis.model import build_criterion, build_model
 
 def test_overfits_one_batch(tiny_cfg, batch_factory):
     set_field(tiny_cfg, "model.num_classes", 3)
+    # association terms from the first step: every proposal kept (random weights score low),
+    # gap 1 (a longer one leaves 3-frame clips without tracks)
+    set_field(tiny_cfg, "tracker.det_threshold", 0.0)
+    set_field(tiny_cfg, "loss.match_max_gap", 1)
     frames, pad, targets = batch_factory(B=2, T=3, H=64, W=72, num_classes=3)
     model = build_model(tiny_cfg)
     criterion = build_criterion(tiny_cfg, model.gm_head)
@@ -29,6 +33,7 @@ def test_overfits_one_batch(tiny_cfg, batch_factory):
         "loss_mask",
         "loss_dice",
         "loss_match",
+        "loss_contrastive",
         "loss_ce_0",
         "loss_dice_0",
     }
@@ -36,7 +41,7 @@ def test_overfits_one_batch(tiny_cfg, batch_factory):
     first = sum(h["loss"] for h in history[:3]) / 3
     last = sum(h["loss"] for h in history[-3:]) / 3
     assert last < 0.6 * first, (first, last)
-    for term in ("loss_bbox", "loss_giou", "loss_match"):
+    for term in ("loss_bbox", "loss_giou", "loss_match", "loss_contrastive"):
         assert history[-1][term] < history[0][term], term
 
 
