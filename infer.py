@@ -11,8 +11,9 @@ Every option is a config field (``gmpvis/config.py``: sections ``tracker``, ``in
 ``runtime``; the model's own sections come from the checkpoint) set by a positional
 ``section.field=value``, as ``train.py`` takes them; the flags below are shortcuts for the
 common ones. Writes ``<output-dir>/results.json`` and ``results.zip`` (YouTube-VIS results),
-``latency.json``, optional overlays, and prints per-frame latency and, with ``--eval``,
-video AP.
+``latency.json``, optional overlays, and prints per-frame latency; with ``--eval GT`` it
+prints the metrics and writes ``metrics.json`` (video AP, AP50, AR10, HOTA, DetA, AssA, IDF1,
+ID switches).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ FLAG_FIELDS = {
     "match_threshold": "tracker.match_threshold",
     "max_missing": "tracker.max_missing",
     "track_memory": "tracker.embed_history",
+    "association": "tracker.association",
 }
 SWITCH_FIELDS = {
     "compile": "infer.compile=true",
@@ -82,6 +84,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     off.add_argument("--clip-len", type=int, help="infer.offline_clip_len")
     off.add_argument("--clip-overlap", type=int, help="infer.offline_overlap")
     trk = p.add_argument_group("tracker")
+    trk.add_argument(
+        "--association",
+        choices=["graph", "cosine", "iou"],
+        help="tracker.association: graph matching head (default), embedding cosine "
+        "(embedding-only, MinVIS-style) or IoU of motion-predicted boxes (motion-only)",
+    )
     trk.add_argument("--det-threshold", type=float, help="tracker.det_threshold")
     trk.add_argument("--birth-threshold", type=float, help="tracker.birth_threshold")
     trk.add_argument("--match-threshold", type=float, help="tracker.match_threshold")

@@ -47,9 +47,9 @@ class GraphMatchingHead(nn.Module):
         embed_dim: int,
         hidden: int = 32,
         edge_dim: int = 8,
-        iters: int = 3,
+        iters: int = 2,
         lam: float = 0.5,
-        sinkhorn_iters: int = 50,
+        sinkhorn_iters: int = 20,
         tau: float = 1.0,
         max_missed: int = 5,
     ) -> None:
@@ -89,13 +89,15 @@ class GraphMatchingHead(nn.Module):
 
     def node_affinity(self, tracks: TrackNodes, props: ProposalNodes) -> torch.Tensor:
         """``[B, n, m]`` logits of the node pairs."""
-        feats = pair_features(tracks, props, self.max_missed)
+        feats = pair_features(tracks, props, self.max_missed).to(self.pair_linear.weight.dtype)
         return (self.pair_mlp(feats) + self.pair_linear(feats)).squeeze(-1)
 
     def edges(self, embeds: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
         """``[B, n, E]``, ``[B, n, 4]`` -> edge features ``[B, n, n, c]``."""
-        app = embeds.float()[:, None, :, :] - embeds.float()[:, :, None, :]  # e_j - e_i
-        return self.edge_geo(edge_geometry(boxes)) + self.edge_app(app)
+        dtype = self.edge_geo.weight.dtype  # float32, or float64 for a gradcheck
+        e = embeds.to(dtype)
+        app = e[:, None, :, :] - e[:, :, None, :]  # e_j - e_i
+        return self.edge_geo(edge_geometry(boxes).to(dtype)) + self.edge_app(app)
 
     def _sinkhorn(self, logits, tracks: TrackNodes, props: ProposalNodes) -> torch.Tensor:
         valid = (tracks.mask[:, :, None] & props.mask[:, None, :]).float()
@@ -126,7 +128,7 @@ class GraphMatchingHead(nn.Module):
             e1 = self.edges(tracks.embeds, tracks.boxes)
             e2 = self.edges(props.embeds, props.boxes)
             zero1, zero2 = node.new_zeros(B, n, 1), node.new_zeros(B, m, 1)
-            pairs = torch.minimum(tracks.mask.sum(1), props.mask.sum(1)).float()
+            pairs = torch.minimum(tracks.mask.sum(1), props.mask.sum(1)).to(node.dtype)
             scale = (self.lam / (pairs - 1).clamp_min(1.0))[:, None, None]
             for _ in range(self.iters):
                 quad = kernels.gm_affinity(

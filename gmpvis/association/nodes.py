@@ -102,10 +102,15 @@ def proposal_nodes(
     return ProposalNodes(out_e, out_b, out_s, mask)
 
 
+def _real(x: torch.Tensor) -> torch.Tensor:
+    """float32 for half and float32 inputs, float64 kept (the head runs in float64 too)."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
 def pairwise_iou(boxes1: torch.Tensor, boxes2: torch.Tensor) -> torch.Tensor:
     """cxcywh ``[B, n, 4]`` x ``[B, m, 4]`` -> IoU ``[B, n, m]``."""
-    a = box_convert(boxes1.float(), "cxcywh", "xyxy")
-    b = box_convert(boxes2.float(), "cxcywh", "xyxy")
+    a = box_convert(_real(boxes1), "cxcywh", "xyxy")
+    b = box_convert(_real(boxes2), "cxcywh", "xyxy")
     lt = torch.maximum(a[:, :, None, :2], b[:, None, :, :2])
     rb = torch.minimum(a[:, :, None, 2:], b[:, None, :, 2:])
     inter = (rb - lt).clamp_min(0).prod(-1)
@@ -116,9 +121,10 @@ def pairwise_iou(boxes1: torch.Tensor, boxes2: torch.Tensor) -> torch.Tensor:
 
 def cosine(embeds1: torch.Tensor, embeds2: torch.Tensor) -> torch.Tensor:
     """``[B, n, E]`` x ``[B, m, E]`` -> cosine similarity ``[B, n, m]``."""
-    a = torch.nn.functional.normalize(embeds1.float(), dim=-1)
-    b = torch.nn.functional.normalize(embeds2.float(), dim=-1)
-    return a @ b.transpose(1, 2)
+    a = torch.nn.functional.normalize(_real(embeds1), dim=-1)
+    b = torch.nn.functional.normalize(_real(embeds2), dim=-1)
+    dtype = torch.promote_types(a.dtype, b.dtype)
+    return a.to(dtype) @ b.to(dtype).transpose(1, 2)
 
 
 PAIR_FEATURES = ("cosine", "iou", "dx", "dy", "log_w", "log_h", "missed", "score")
@@ -129,7 +135,7 @@ def pair_features(tracks: TrackNodes, props: ProposalNodes, max_missed: int) -> 
     predicted track box with the proposal box, centre offset over the predicted size
     ``|dx| / w``, ``|dy| / h`` (clamped to 4), log size ratios (clamped to +-2), frames
     missed over ``max_missed + 1``, proposal score."""
-    tb, pb = tracks.boxes.float(), props.boxes.float()
+    tb, pb = _real(tracks.boxes), _real(props.boxes)
     w = tb[..., 2].clamp_min(1e-3)[:, :, None]
     h = tb[..., 3].clamp_min(1e-3)[:, :, None]
     dx = ((pb[:, None, :, 0] - tb[:, :, None, 0]).abs() / w).clamp(max=4.0)
@@ -137,8 +143,8 @@ def pair_features(tracks: TrackNodes, props: ProposalNodes, max_missed: int) -> 
     log_w = torch.log(pb[:, None, :, 2].clamp_min(1e-3) / w).clamp(-2.0, 2.0)
     log_h = torch.log(pb[:, None, :, 3].clamp_min(1e-3) / h).clamp(-2.0, 2.0)
     n, m = tracks.size, props.size
-    missed = (tracks.missed.float() / (max_missed + 1))[:, :, None].expand(-1, n, m)
-    score = props.scores.float()[:, None, :].expand(-1, n, m)
+    missed = (_real(tracks.missed) / (max_missed + 1))[:, :, None].expand(-1, n, m)
+    score = _real(props.scores)[:, None, :].expand(-1, n, m)
     feats = [cosine(tracks.embeds, props.embeds), pairwise_iou(tb, pb), dx, dy, log_w, log_h]
     return torch.stack([*feats, missed, score], -1)
 
@@ -147,7 +153,7 @@ def edge_geometry(boxes: torch.Tensor) -> torch.Tensor:
     """boxes ``[B, n, 4]`` cxcywh -> ``[B, n, n, 4]`` geometry of box j relative to box i:
     centre offset over the pair's mean size, log size ratios (clamped), so that the same
     configuration of objects gives the same edges at any scale."""
-    cx, cy, w, h = boxes.float().unbind(-1)
+    cx, cy, w, h = _real(boxes).unbind(-1)
     w, h = w.clamp_min(1e-3), h.clamp_min(1e-3)
     mw = 0.5 * (w[:, :, None] + w[:, None, :])
     mh = 0.5 * (h[:, :, None] + h[:, None, :])

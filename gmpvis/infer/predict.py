@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from gmpvis.association import build_associator
 from gmpvis.checkpoint import CheckpointError, load_checkpoint
 from gmpvis.config import (
     Config,
@@ -138,7 +139,8 @@ def predict_videos(
     category_ids: list[int],
     device: torch.device,
 ) -> Iterator[VideoPrediction]:
-    """Track every video of ``sources`` (online or offline, ``cfg.infer.mode``) -> one
+    """Track every video of ``sources`` (online or offline, ``cfg.infer.mode``; association
+    ``cfg.tracker.association``) -> one
     :class:`VideoPrediction` per video, in order. ``category_ids[label]`` names each class.
 
     The model must be in eval mode on ``device`` (``stepper.prepare_model``, or
@@ -147,8 +149,9 @@ def predict_videos(
     preprocess = build_preprocessor(cfg, device)
     for src in sources:
         frames, hw = checked_frames(src), (src.height, src.width)
+        associate = build_associator(cfg.tracker.association, model.gm_head)
         if cfg.infer.mode == "offline":
-            tracker = ClipStitcher(model.associate, cfg.tracker)
+            tracker = ClipStitcher(associate, cfg.tracker)
             stats, n = track_offline(
                 stepper,
                 frames,
@@ -159,7 +162,7 @@ def predict_videos(
                 overlap=cfg.infer.offline_overlap,
             )
         else:
-            tracker = OnlineTracker(model.associate, cfg.tracker)
+            tracker = OnlineTracker(associate, cfg.tracker)
             stats, n = track_online(stepper, frames, hw, preprocess, tracker)
         if n == 0:
             raise FrameReadError(f"video {src.name!r} (id {src.video_id}): no frames decoded")

@@ -21,13 +21,15 @@ from torch import nn
 from gmpvis.config import Config
 from gmpvis.data import YTVISAnnotations
 from gmpvis.data.inputs import VideoSource, annotation_sources, open_inputs
-from gmpvis.eval import evaluate, format_table, read_json, write_results, write_submission
+from gmpvis.data.json_io import atomic_write
+from gmpvis.eval import evaluate_all, format_table, read_json, write_results, write_submission
 from gmpvis.infer.predict import VideoPrediction, predict_videos
 from gmpvis.infer.stepper import prepare_model
 from gmpvis.infer.timing import LatencyStats
 from gmpvis.runtime import setup_runtime
 
 OUTPUT_FILES = ("results.json", "results.zip", "latency.json", "metrics.json")
+METRIC_KEYS = ("AP", "AP50", "AR10", "HOTA", "DetA", "AssA", "IDF1", "id_switches")
 
 
 @dataclass
@@ -166,8 +168,9 @@ def run_inference(model: nn.Module, cfg: Config, category_ids: list[int], inputs
     shutil.rmtree(out_dir / "partial", ignore_errors=True)
     warmup = latency_warmup(cfg)
     latency = stats.summary(skip=warmup)
-    (out_dir / "latency.json").write_text(
-        json.dumps({"mode": mode, "device": str(device), "amp": cfg.infer.amp, **latency})
+    atomic_write(
+        out_dir / "latency.json",
+        json.dumps({"mode": mode, "device": str(device), "amp": cfg.infer.amp, **latency}),
     )
     print(f"results: {json_path} ({len(results)} tracks), {zip_path}")
     for p in overlays:
@@ -179,8 +182,10 @@ def run_inference(model: nn.Module, cfg: Config, category_ids: list[int], inputs
         "overlays": [str(p) for p in overlays],
     }
     if gt is not None:
-        metrics = evaluate(gt, results)
+        metrics = evaluate_all(gt, results)
         print(format_table(metrics))
         print(f"video AP {100 * metrics['AP']:.2f}")
+        keep = {k: metrics[k] for k in METRIC_KEYS}
+        atomic_write(out_dir / "metrics.json", json.dumps(keep, indent=1) + "\n")
         summary["metrics"] = metrics
     return summary

@@ -6,7 +6,8 @@ import os
 from pathlib import Path
 
 from gmpvis.config import Config, set_field, validate
-from gmpvis.data import YTVISAnnotations, build_dataset, split_videos
+from gmpvis.data import YTVISAnnotations, build_dataset, build_train_transforms, split_videos
+from gmpvis.data.synthetic.stream import SyntheticClips
 from gmpvis.eval import read_json
 from gmpvis.runtime import select_kernels
 from gmpvis.train.distributed import DistInfo, barrier
@@ -14,15 +15,15 @@ from gmpvis.train.trainer import Trainer
 
 
 def prepare_data(cfg: Config, is_main: bool) -> Path:
-    """The annotation file; a synthetic dataset is generated on first use (rank 0)."""
+    """The annotation file; a synthetic dataset is generated (rank 0) unless a complete one
+    made with the same settings is there."""
     d = cfg.data
     ann_file = Path(d.ann_file or os.path.join(d.root, "annotations.json"))
-    if d.synthetic and not ann_file.is_file():
+    if d.synthetic:
         if is_main:
-            from gmpvis.data.synthetic import generate_dataset
+            from gmpvis.data.synthetic import ensure_dataset
 
-            print(f"generating {d.synthetic_videos} synthetic videos under {d.root} ...")
-            generate_dataset(
+            ensure_dataset(
                 d.root,
                 d.synthetic_videos,
                 num_frames=d.synthetic_frames,
@@ -42,6 +43,22 @@ def prepare_data(cfg: Config, is_main: bool) -> Path:
     return ann_file
 
 
+def stream_dataset(cfg: Config) -> SyntheticClips:
+    """``data.synthetic_stream``: fresh synthetic videos, difficulty cycling through
+    ``data.synthetic_mix``, seeded apart from the generated holdout videos."""
+    d = cfg.data
+    return SyntheticClips(
+        seed=d.split_seed + 1,  # the on-disk holdout videos come from seed split_seed
+        length=d.stream_length,
+        mix=d.synthetic_mix,
+        num_frames=d.synthetic_frames,
+        size=tuple(d.synthetic_size),
+        clip_len=d.clip_len,
+        max_gap=d.max_gap,
+        transforms=build_train_transforms(d.scales, d.max_size),
+    )
+
+
 def build_trainer(cfg: Config, dist_info: DistInfo, *, trust_checkpoint: bool = False) -> Trainer:
     """Parse the annotation file once (the training index and the holdout ground truth),
     split it once, fix ``model.num_classes`` from the data, and build the trainer
@@ -51,10 +68,13 @@ def build_trainer(cfg: Config, dist_info: DistInfo, *, trust_checkpoint: bool = 
     frames_root = os.path.join(cfg.data.root, "JPEGImages")
     gt = read_json(ann_file)
     index = YTVISAnnotations.from_dict(gt, source=str(ann_file), frames_root=frames_root)
-    train_ids, holdout_ids = split_videos(
-        index.video_ids, cfg.data.holdout_fraction, seed=cfg.data.split_seed
-    )
-    train_set = build_dataset(cfg.data, "train", annotations=index, video_ids=train_ids)
+    if cfg.data.synthetic_stream:  # a fresh video per sample; the files are the holdout
+        train_set, holdout_ids = stream_dataset(cfg), list(index.video_ids)
+    else:
+        train_ids, holdout_ids = split_videos(
+            index.video_ids, cfg.data.holdout_fraction, seed=cfg.data.split_seed
+        )
+        train_set = build_dataset(cfg.data, "train", annotations=index, video_ids=train_ids)
     set_field(cfg, "model.num_classes", train_set.num_classes)
     validate(cfg)
     if dist_info.is_main:
