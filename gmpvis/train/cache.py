@@ -131,13 +131,14 @@ def cache_videos(
 ) -> list[CachedVideo]:
     """Every video of ``gt`` (see the module docstring); the model runs on its own device."""
     device = next(model.parameters()).device
-    stepper, pre = build_stepper(model, cfg, device), build_preprocessor(cfg, device)
+    pre = build_preprocessor(cfg, device)
     out: list[CachedVideo] = []
     sources = annotated_sources(gt, [v["id"] for v in gt["videos"]], frames_root)
     anns_of: dict[int, list[dict]] = {}
     for a in gt.get("annotations", []):
         anns_of.setdefault(int(a["video_id"]), []).append(a)
     with eval_mode(model):
+        stepper = build_stepper(model, cfg, device)
         for src in sources if progress is None else progress(sources):
             video = CachedVideo(int(src.video_id), src.height, src.width)
             hw = (src.height, src.width)
