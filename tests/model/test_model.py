@@ -90,7 +90,8 @@ def test_associate_contract(tiny_cfg):
     assert (S[2, 1:n] == 0).all() and (S[1, :, 4:m] == 0).all()
     torch.testing.assert_close(S, model.gm_head(tracks, props), rtol=0, atol=0)
     real_rows = torch.cat([S[0, :n, :m], S[0, :n, m:]], 1).sum(1)
-    torch.testing.assert_close(real_rows, torch.ones(n), rtol=0, atol=1e-5)
+    # within the default iteration count's residual (tests/association/test_head.py)
+    torch.testing.assert_close(real_rows, torch.ones(n), rtol=0, atol=2e-2)
     S[:, :n, :m].sum().backward()
     assert model.gm_head.pair_linear.weight.grad.abs().sum() > 0
     assert model.gm_head.edge_geo.weight.grad.abs().sum() > 0
