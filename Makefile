@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test lint format bench e2e clean
+.PHONY: venv demo test lint format bench e2e gpu-check compile-report clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,14 @@ bench: $(STAMP)
 
 e2e: $(STAMP)
 	$(PY) -m experiments.e2e
+
+# on a CUDA machine (~8 min): pytest -m gpu, the kernel model group, r50 360p inference;
+# results under benchmarks/results/<gpu name>/. Without a GPU: prints the plan, exits 2.
+gpu-check: $(STAMP)
+	$(PY) -m benchmarks.gpu_check
+
+compile-report: $(STAMP)
+	$(PY) -m benchmarks.compile_report
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache

@@ -24,7 +24,10 @@ class Case:
 
     ``make_inputs(device, dtype)`` returns keyword arguments; tensors that should receive
     gradients have ``requires_grad=True``. ``providers`` map a name to ``fn(**inputs)``.
-    ``gpu_only`` providers are skipped on a CPU (the reason is printed).
+    ``gpu_only`` providers are skipped on a CPU (the reason is printed). ``min_bytes``
+    (memory-bound ops): ``(inputs, output) -> bytes`` the forward must move at least (every
+    input read once, the output written once); forward rows then report the achieved GB/s
+    and the percentage of the device's peak bandwidth (on a CPU: "unmeasured").
     """
 
     op: str
@@ -37,6 +40,34 @@ class Case:
     backward: bool = True
     dtypes: tuple[torch.dtype, ...] = (torch.float32,)
     notes: dict[str, str] = field(default_factory=dict)
+    min_bytes: Callable[[Inputs, torch.Tensor], int] | None = None
+
+
+def tensor_bytes(*tensors: object) -> int:
+    """Bytes of the tensors among ``tensors`` (others are skipped)."""
+    return sum(t.numel() * t.element_size() for t in tensors if isinstance(t, torch.Tensor))
+
+
+def peak_bandwidth_gbs(device: torch.device) -> float | None:
+    """The device's peak DRAM bandwidth in GB/s (double data rate x bus width), or None."""
+    if device.type != "cuda":
+        return None
+    props = torch.cuda.get_device_properties(device)
+    clock_khz = getattr(props, "memory_clock_rate", 0)
+    bus_bits = getattr(props, "memory_bus_width", 0)
+    if not clock_khz or not bus_bits:
+        return None
+    return 2 * clock_khz * 1e3 * bus_bits / 8 / 1e9
+
+
+def _bandwidth(case: Case, inputs: Inputs, out: torch.Tensor, ms: float, device) -> dict:
+    if case.min_bytes is None:
+        return {}
+    if device.type != "cuda":
+        return {"gb_s": "unmeasured", "pct_peak": "unmeasured"}
+    gbs = case.min_bytes(inputs, out) / (ms * 1e6)  # bytes per ms -> GB/s
+    peak = peak_bandwidth_gbs(device)
+    return {"gb_s": gbs, "pct_peak": None if peak is None else 100 * gbs / peak}
 
 
 def _sync(device: torch.device) -> None:
@@ -117,7 +148,16 @@ def run_case(
             peak = torch.cuda.max_memory_allocated(device) / 2**20
         else:
             peak = None
-        rows.append({**row_base, "mode": "fwd", "ms": fwd, "max_err": err, "peak_mib": peak})
+        rows.append(
+            {
+                **row_base,
+                "mode": "fwd",
+                "ms": fwd,
+                "max_err": err,
+                "peak_mib": peak,
+                **_bandwidth(case, inputs, out, fwd, device),
+            }
+        )
         grads = _grad_inputs(inputs)
         if case.backward and grads:
             grad_out = torch.randn_like(out)

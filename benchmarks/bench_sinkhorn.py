@@ -22,7 +22,7 @@ import functools
 
 import torch
 
-from benchmarks._harness import Case
+from benchmarks._harness import Case, tensor_bytes
 from gmpvis.kernels import reference, sinkhorn, use_backend
 
 OP = "sinkhorn"
@@ -82,6 +82,11 @@ def triton_provider(scores, iters, **kw) -> torch.Tensor:
         return sinkhorn(scores, iters, **kw)
 
 
+def min_bytes(inputs: dict, out: torch.Tensor) -> int:
+    """Scores and masks read once, probabilities written once (the iterations stay on chip)."""
+    return tensor_bytes(inputs["scores"], inputs["row_mask"], inputs["col_mask"], out)
+
+
 def _case(
     group: str, B: int, n1: int, n2: int, iters: int, label: str, *, compile_: bool, **kw
 ) -> Case:
@@ -106,6 +111,7 @@ def _case(
         group=group,
         dtypes=(torch.float32, torch.float16),
         notes=notes,
+        min_bytes=min_bytes,
     )
 
 

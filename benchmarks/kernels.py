@@ -1,9 +1,10 @@
 """Time every kernel for every provider: ``python -m benchmarks.kernels`` (or ``make bench``).
 
-Prints a table (median ms, speedup over the baseline, peak memory, max error against the
-baseline) and writes ``benchmarks/results/<device>.csv`` and ``.json``. On a CPU only the
-reference providers run (Triton is timed on GPUs only: the interpreter says nothing about
-speed); the skipped providers are listed with the reason.
+Prints a table (median ms, speedup over the baseline, peak memory, achieved bandwidth and
+% of the device's peak for the memory-bound kernels (MSDA forward, sinkhorn; "unmeasured"
+on a CPU), max error against the baseline) and writes ``benchmarks/results/<device>.csv``
+and ``.json``. On a CPU only the reference providers run (Triton is timed on GPUs only: the
+interpreter says nothing about speed); the skipped providers are listed with the reason.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from benchmarks._harness import run_case
 OPS = ["ms_deform_attn", "deform_conv2d", "sinkhorn", "gm_affinity"]
 RESULTS_DIR = Path(__file__).parent / "results"
 COLUMNS = ["op", "group", "shape", "dtype", "provider", "mode", "ms", "speedup", "peak_mib"]
-COLUMNS += ["max_err", "note"]
+COLUMNS += ["gb_s", "pct_peak", "max_err", "note"]
 
 
 def device_name(device: torch.device) -> str:

@@ -39,6 +39,7 @@ def test_cases_cover_providers_and_groups():
         assert {c.op for c in cs if c.group == "model"} == {
             "ms_deform_attn",
             "ms_deform_attn_fused",
+            "ms_deform_attn_offsets",
         }
         for c in cs:
             assert set(c.providers) == PROVIDER_NAMES and c.baseline == "torch"
@@ -46,6 +47,23 @@ def test_cases_cover_providers_and_groups():
     gpu_model = [c.shape for c in bench.cases(torch.device("cuda")) if c.group == "model"]
     assert any("encoder B=5 Q=4820 H=8 D=32 L=4 P=4" in s for s in gpu_model)
     assert any("decoder B=5 Q=100" in s for s in gpu_model)
+
+
+def test_offsets_case_inputs_and_bandwidth_rows_cpu():
+    """The model's path: reference points in float32, offsets in the case's dtype; forward
+    rows carry bandwidth columns, "unmeasured" on a CPU."""
+    case = bench._case("model", "tiny", 1, 5, 2, 8, [(4, 3), (2, 2)], 2, True, (torch.float32,),
+                       offsets=True)  # fmt: skip
+    inputs = case.make_inputs(CPU, torch.float16)
+    assert inputs["reference_points"].dtype == torch.float32
+    assert inputs["sampling_offsets"].dtype == torch.float16
+    case.providers.pop("torch.compile")
+    rows = run_case(case, CPU, torch.float32, reps=1, warmup=0)
+    fwd = [r for r in rows if r["provider"] == "torch" and r["mode"] == "fwd"]
+    assert fwd and fwd[0]["gb_s"] == "unmeasured" == fwd[0]["pct_peak"]
+    out = torch.empty(1, 5, 16)
+    want = sum(t.numel() * t.element_size() for t in inputs.values()) + out.numel() * 4
+    assert bench.min_bytes(inputs, out) == want
 
 
 def test_run_case_smoke_cpu():

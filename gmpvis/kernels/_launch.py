@@ -14,6 +14,7 @@ launch, from ``meta`` tensors, without a GPU.
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -101,8 +102,20 @@ def recording(arch: Arch) -> Iterator[list[Launch]]:
 
 
 def alert_nondeterministic(op: str, why: str) -> None:
-    """Under ``torch.use_deterministic_algorithms(True)``: torch's own RuntimeError (or its
-    warning with ``warn_only=True``), naming the op, for a backward without a deterministic
-    variant."""
-    if torch.are_deterministic_algorithms_enabled():
-        torch._C._alert_not_deterministic(f"{op} ({why})")
+    """Under ``torch.use_deterministic_algorithms(True)`` do what torch does for its own
+    nondeterministic ops: raise a RuntimeError naming the op, or (``warn_only=True``) warn.
+
+    For a backward without a deterministic variant (torch has no public hook for this).
+    """
+    if not torch.are_deterministic_algorithms_enabled():
+        return
+    message = (
+        f"{op} has no deterministic implementation ({why}) but "
+        "torch.use_deterministic_algorithms(True) is set; run it with "
+        "GMPVIS_KERNELS=torch (whose CPU reference is deterministic), disable determinism "
+        "for this step, or pass warn_only=True"
+    )
+    if torch.is_deterministic_algorithms_warn_only_enabled():
+        warnings.warn(message, UserWarning, stacklevel=3)
+    else:
+        raise RuntimeError(message)

@@ -203,14 +203,15 @@ def test_opcheck(backend):
             torch.library.opcheck(bwd, (grad_out, *no_opt))
 
 
-def test_reference_output_is_contiguous_as_the_fake_says():
+def test_reference_output_is_channels_last_as_the_fake_says():
     """Batch > 1: the reference's einsum output is permuted in memory; the op must return the
-    contiguous layout its fake implementation promises (torch.compile relies on it)."""
+    channels-last layout its fake implementation promises (torch.compile relies on it)."""
     args, conf = make_inputs(2, 4, 4, 4, 3, 3, 3, padding=0)
     fwd = (args["input"], args["offset"], args["weight"], args["bias"], [1, 1], [0, 0], [1, 1],
            args["mask"])  # fmt: skip
     with use_backend("torch"):
-        assert dc.deform_conv2d(*[args[k] for k in NAMES][:4], mask=args["mask"]).is_contiguous()
+        out = dc.deform_conv2d(*[args[k] for k in NAMES][:4], mask=args["mask"])
+        assert out.is_contiguous(memory_format=torch.channels_last)
         torch.library.opcheck(torch.ops.gmpvis.deform_conv2d.default, fwd)
 
 
@@ -230,6 +231,96 @@ def test_torch_compile_fullgraph():
     torch.testing.assert_close(loss, loss_ref)
     for g, r in zip(grads, grads_ref, strict=True):
         torch.testing.assert_close(g, r)
+
+
+@pytest.mark.parametrize("layout", ["channels_last", "permuted"])
+def test_torch_compile_inductor_with_strided_inputs(layout, fresh_inductor):
+    """Inductor checks every custom op output against its fake's strides: channels-last or
+    permuted input, offsets and mask sliced from one map (the seg head's views), forward and
+    backward, Triton through the interpreter."""
+    args, conf = make_inputs(2, 4, 5, 6, 3, 3, 3, padding=1)
+    x = args["input"].detach()
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    else:
+        x = x.permute(1, 0, 2, 3).contiguous().permute(1, 0, 2, 3)  # [C, N, H, W] in memory
+    om = torch.cat([args["offset"].detach(), args["mask"].detach()], 1)
+    om = om.contiguous(memory_format=torch.channels_last)
+
+    def fn(x, om, w, b):
+        return (dc.deform_conv2d(x * 1.0, om[:, :18], w, b, mask=om[:, 18:], **conf) ** 2).sum()
+
+    inputs = [x, om, args["weight"].detach(), args["bias"].detach()]
+    leaves = [t.clone().requires_grad_() for t in inputs]
+    with use_backend("triton"):
+        loss = torch.compile(fn, fullgraph=True)(*leaves)
+        grads = torch.autograd.grad(loss, leaves)
+    ref_leaves = [t.clone().requires_grad_() for t in inputs]
+    with use_backend("torch"):
+        loss_ref = fn(*ref_leaves)
+        grads_ref = torch.autograd.grad(loss_ref, ref_leaves)
+    _assert_close(loss, loss_ref, torch.float32, "loss")
+    for name, g, r in zip(("input", "offset+mask", "weight", "bias"), grads, grads_ref,
+                          strict=True):  # fmt: skip
+        _assert_close(g, r, torch.float32, name)
+
+
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+def test_output_and_input_grad_are_channels_last(backend):
+    """Both backends return the layout the fakes promise, whatever the input's layout."""
+    args, conf = make_inputs(2, 3, 4, 5, 4, 3, 3, padding=1)
+    with use_backend(backend):
+        out, grads, _ = _run(dc.deform_conv2d, args, conf)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    assert grads["input"].is_contiguous(memory_format=torch.channels_last)
+    assert grads["offset"].is_contiguous() and grads["weight"].is_contiguous()
+
+
+def test_deterministic_mode_raises_on_triton_backward(deterministic):
+    """The Triton backward scatters grad_input with atomics: under deterministic mode it
+    raises torch's error naming the op (a warning with warn_only); the forward runs."""
+    args, conf = make_inputs(1, 3, 4, 4, 2, 3, 3, padding=1)
+
+    def run():
+        with use_backend("triton"):
+            _run(dc.deform_conv2d, args, conf)
+
+    deterministic.raises(run, "deform_conv2d backward")
+
+
+def test_deterministic_mode_reference_backward_is_reproducible(deterministic):
+    args, conf = make_inputs(1, 3, 4, 4, 2, 3, 3, padding=1)
+    go = torch.ones(1, 2, 4, 4)
+
+    def run():
+        with use_backend("torch"):
+            return _run(dc.deform_conv2d, args, conf, go)[1]
+
+    first, second = deterministic.twice(run)
+    assert all(torch.equal(first[k], second[k]) for k in first)
+
+
+def test_autocast_gives_the_autocast_dtype(op_dtypes):
+    """Under autocast (bfloat16) every float operand reaches the op in bfloat16, though the
+    caller passes float32 input and weights (GroupNorm and parameters stay float32)."""
+    args, conf = make_inputs(1, 3, 4, 4, 2, 3, 3, padding=1)
+    with torch.autocast("cpu", dtype=torch.bfloat16), op_dtypes, use_backend("torch"):
+        out = dc.deform_conv2d(args["input"], args["offset"].bfloat16(), args["weight"],
+                               args["bias"], mask=args["mask"], **conf)  # fmt: skip
+    seen = op_dtypes.calls["deform_conv2d"]
+    assert [seen[i] for i in (0, 1, 2, 3, 7)] == [torch.bfloat16] * 5
+    assert out.dtype == torch.bfloat16
+
+
+def test_weight_gradient_splits_are_summed_in_a_fixed_order(monkeypatch):
+    """The weight gradient is reduced over pixel splits without atomics (one slice per
+    split, then a sum): with many splits it still matches the reference."""
+    monkeypatch.setattr(dc, "_split_count", lambda programs, tiles, arch: tiles)
+    args, conf = make_inputs(2, 4, 9, 8, 3, 3, 3, padding=1)
+    out_ref, grads_ref, grad_out = _run(reference.deform_conv2d, args, conf)
+    with use_backend("triton"):
+        _, grads, _ = _run(dc.deform_conv2d, args, conf, grad_out)
+    _assert_close(grads["weight"], grads_ref["weight"], torch.float32, "grad weight")
 
 
 BAD = {

@@ -321,6 +321,58 @@ def test_torch_compile_fullgraph():
         torch.testing.assert_close(g, r)
 
 
+def test_torch_compile_inductor_with_permuted_inputs(fresh_inductor):
+    """Inductor checks every custom op output against its fake's strides: transposed node,
+    edge and assignment views (Triton through the interpreter), forward and backward."""
+    tensors, kw = make_inputs(2, 4, 3, 3, 5, masks=True)
+    views = {
+        "node1": tensors["node1"].transpose(0, 1).contiguous().transpose(0, 1),
+        "node2": tensors["node2"],
+        "edge1": tensors["edge1"].transpose(1, 2).contiguous().transpose(1, 2),
+        "edge2": tensors["edge2"].permute(0, 3, 1, 2).contiguous().permute(0, 2, 3, 1),
+        "assign": tensors["assign"].transpose(1, 2).contiguous().transpose(1, 2),
+    }
+    assert not views["edge2"].is_contiguous() and not views["assign"].is_contiguous()
+
+    def fn(node1, node2, edge1, edge2, assign):
+        return (gm_affinity(node1, node2, edge1 * 1.0, edge2, assign, **kw) ** 2).sum()
+
+    leaves = [views[k].detach().requires_grad_() for k in NAMES]
+    with use_backend("triton"):
+        loss = torch.compile(fn, fullgraph=True)(*leaves)
+        grads = torch.autograd.grad(loss, leaves)
+    ref_leaves = [tensors[k].detach().clone().requires_grad_() for k in NAMES]
+    with use_backend("torch"):
+        loss_ref = fn(*ref_leaves)
+        grads_ref = torch.autograd.grad(loss_ref, ref_leaves)
+    torch.testing.assert_close(loss, loss_ref, **TOL[torch.float32])
+    for name, g, r in zip(NAMES, grads, grads_ref, strict=True):
+        torch.testing.assert_close(g, r, **TOL[torch.float32], msg=name)
+
+
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+def test_deterministic_mode_backward_is_bitwise_reproducible(backend, deterministic):
+    """No atomics on either backend: deterministic mode runs, and twice gives the same bits."""
+    tensors, kw = make_inputs(2, 5, 4, 3, 6, masks=True)
+
+    def run():
+        with use_backend(backend):
+            return run_with_grads(gm_affinity, tensors, kw, grad_out=torch.ones(2, 5, 4))[1]
+
+    first, second = deterministic.twice(run)
+    for name in NAMES:
+        assert torch.equal(first[name], second[name]), name
+
+
+def test_autocast_gives_float32(op_dtypes):
+    """Under autocast (bfloat16) the op receives float32 (autocast's float32 list, like cdist)."""
+    tensors, kw = make_inputs(1, 3, 4, 2, 5, dtype=torch.bfloat16)
+    with torch.autocast("cpu", dtype=torch.bfloat16), op_dtypes, use_backend("torch"):
+        out = gm_affinity(**tensors, **kw)
+    assert op_dtypes.calls["gm_affinity"][:5] == [torch.float32] * 5
+    assert out.dtype == torch.float32
+
+
 # ----------------------------------------------------------------------------- errors
 
 

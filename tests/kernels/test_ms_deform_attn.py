@@ -11,7 +11,13 @@ import os
 import pytest
 import torch
 
-from gmpvis.kernels import ms_deform_attn, ms_deform_attn_fused, reference, use_backend
+from gmpvis.kernels import (
+    ms_deform_attn,
+    ms_deform_attn_fused,
+    ms_deform_attn_offsets,
+    reference,
+    use_backend,
+)
 from gmpvis.kernels.ops import ms_deform_attn as msda_module
 
 # Both paths accumulate in float32; half-precision results differ by the final rounding.
@@ -155,6 +161,177 @@ def test_fused_equals_softmax_then_weights():
         ms_deform_attn_fused(value, shapes, starts, loc, logits),
         ms_deform_attn(value, shapes, starts, loc, weights),
     )
+
+
+def make_offset_inputs(B, Q, H, D, shapes, P, ref_dim, dtype=torch.float32):
+    """Reference points (float32, some near the border) and offsets of a few pixels."""
+    value, spatial_shapes, starts, _, attention = make_inputs(B, Q, H, D, shapes, P, dtype)
+    L = len(shapes)
+    ref = torch.rand(B, Q, L, ref_dim) * 1.2 - 0.1
+    if ref_dim == 4:
+        ref[..., 2:] = torch.rand(B, Q, L, 2) * 0.5 + 0.05  # box sizes
+    offsets = (torch.randn(B, Q, H, L, P, 2) * 2).to(dtype)
+    return value, spatial_shapes, starts, ref, offsets, attention
+
+
+@needs_triton_cpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
+@pytest.mark.parametrize("fused", [True, False], ids=["logits", "weights"])
+@pytest.mark.parametrize("ref_dim", [2, 4], ids=["points", "boxes"])
+def test_offsets_triton_matches_reference(ref_dim, fused, dtype):
+    """Locations made in the kernel: output and gradients of value, reference points,
+    offsets and attention against the reference (which builds the location tensor)."""
+    inputs = make_offset_inputs(2, 19, 2, 12, [(4, 5), (2, 3), (1, 1)], 2, ref_dim, dtype)
+    value, shapes, starts, ref, off, attn = inputs
+    go = torch.randn(2, 19, 24).to(dtype)
+
+    def run(fn):
+        leaves = [t.detach().clone().requires_grad_() for t in (value, ref, off, attn)]
+        out = fn(leaves[0], shapes, starts, *leaves[1:], fused=fused)
+        return out, torch.autograd.grad(out, leaves, go)
+
+    with use_backend("triton"):
+        out, grads = run(ms_deform_attn_offsets)
+    ref_out, ref_grads = run(reference.ms_deform_attn_offsets)
+    assert out.dtype == dtype and out.abs().max() > 0
+    torch.testing.assert_close(out, ref_out, **TOL[dtype])
+    for name, g, rg in zip(("value", "reference_points", "offsets", "attention"), grads,
+                           ref_grads, strict=True):  # fmt: skip
+        assert g.dtype == rg.dtype and g.abs().max() > 0, name
+        scale = rg.abs().max().clamp_min(1.0)
+        torch.testing.assert_close(g / scale, rg / scale, **TOL[dtype], msg=name)
+
+
+def test_offsets_sampling_locations_formula():
+    """Deformable DETR's formulas, written out: points ``ref + off / (W_l, H_l)``, boxes
+    ``ref_xy + off / P * ref_wh / 2``."""
+    shapes = torch.tensor([[4, 8], [2, 2]])
+    off = torch.randn(1, 1, 1, 2, 3, 2)
+    pts = torch.rand(1, 1, 2, 2)
+    loc = reference.sampling_locations(shapes, pts, off)
+    torch.testing.assert_close(
+        loc[0, 0, 0, 0], pts[0, 0, 0] + off[0, 0, 0, 0] / torch.tensor([8.0, 4.0])
+    )
+    boxes = torch.rand(1, 1, 2, 4)
+    loc = reference.sampling_locations(shapes, boxes, off)
+    want = boxes[0, 0, 1, :2] + off[0, 0, 0, 1] / 3 * boxes[0, 0, 1, 2:] / 2
+    torch.testing.assert_close(loc[0, 0, 0, 1], want)
+
+
+@needs_triton_cpu
+def test_offsets_triton_makes_no_location_tensor():
+    """The Triton forward never materialises a ``[B, Q, H, L, P, 2]`` location tensor."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    value, shapes, starts, ref, off, attn = make_offset_inputs(1, 5, 2, 4, [(3, 3)], 2, 2)
+
+    class Shapes(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.seen = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            if isinstance(out, torch.Tensor):
+                self.seen.append((tuple(out.shape), out.dtype))
+            return out
+
+    off, attn = off.half(), attn.half()
+    with Shapes() as mode:  # the launcher itself (an op body hides its allocations)
+        msda_module._forward(value, shapes, starts, off, attn, True, ref=ref)
+    assert mode.seen and (tuple(off.shape), torch.float32) not in mode.seen
+    with Shapes() as mode:  # the reference does build it (the check can fail)
+        reference.ms_deform_attn_offsets(value, shapes, starts, ref, off, attn)
+    assert (tuple(off.shape), torch.float32) in mode.seen
+
+
+def test_offsets_reference_points_shape_is_checked():
+    value, shapes, starts, ref, off, attn = make_offset_inputs(1, 3, 2, 4, [(2, 2)], 2, 2)
+    with pytest.raises(ValueError, match="reference_points"):
+        ms_deform_attn_offsets(value, shapes, starts, ref[..., :1], off, attn)
+    with pytest.raises(ValueError, match="reference_points"):
+        ms_deform_attn_offsets(value, shapes, starts, ref[:, :2], off, attn)
+
+
+@needs_triton_cpu
+@pytest.mark.parametrize("op", ["fused", "offsets"])
+def test_torch_compile_inductor_with_permuted_inputs(op, fresh_inductor):
+    """Inductor checks every custom op output against its fake's strides: permuted value,
+    location / offset and attention views, forward and backward (Triton, interpreter)."""
+    value, shapes, starts, ref, off, attn = make_offset_inputs(2, 6, 2, 4, [(3, 2), (2, 2)], 2, 2)
+    loc = reference.sampling_locations(shapes, ref, off).float()
+    views = [
+        value.transpose(0, 1).contiguous().transpose(0, 1),
+        (off if op == "offsets" else loc).transpose(1, 2).contiguous().transpose(1, 2),
+        attn.permute(0, 2, 1, 3, 4).contiguous().permute(0, 2, 1, 3, 4),
+    ]
+    assert not any(v.is_contiguous() for v in views)
+
+    def fn(v, x, a):
+        if op == "offsets":
+            out = ms_deform_attn_offsets(v * 1.0, shapes, starts, ref, x, a)
+        else:
+            out = ms_deform_attn_fused(v * 1.0, shapes, starts, x, a)
+        return (out**2).sum()
+
+    leaves = [t.detach().requires_grad_() for t in views]
+    with use_backend("triton"):
+        loss = torch.compile(fn, fullgraph=True)(*leaves)
+        grads = torch.autograd.grad(loss, leaves)
+    ref_leaves = [t.detach().clone().requires_grad_() for t in views]
+    with use_backend("torch"):
+        loss_ref = fn(*ref_leaves)
+        grads_ref = torch.autograd.grad(loss_ref, ref_leaves)
+    torch.testing.assert_close(loss, loss_ref, **TOL[torch.float32])
+    for g, r in zip(grads, grads_ref, strict=True):
+        scale = r.abs().max().clamp_min(1.0)
+        torch.testing.assert_close(g / scale, r / scale, **TOL[torch.float32])
+
+
+@needs_triton_cpu
+def test_deterministic_mode_raises_on_triton_backward(deterministic):
+    """The Triton backward scatters grad_value with atomics: under deterministic mode it
+    raises torch's error naming the op (a warning with warn_only); the forward runs."""
+    inputs = make_inputs(1, 3, 2, 4, [(2, 3)], 2)
+
+    def run():
+        with use_backend("triton"):
+            run_with_grads(ms_deform_attn_fused, *inputs)
+
+    deterministic.raises(run, "ms_deform_attn backward")
+    with use_backend("triton"):
+        deterministic.twice(lambda: ms_deform_attn_fused(*inputs))  # forward: no atomics
+
+
+def test_deterministic_mode_reference_backward_is_reproducible(deterministic):
+    """On the CPU the reference (grid_sample) backward is deterministic: same bits twice."""
+    inputs = make_inputs(1, 5, 2, 4, [(3, 3), (2, 1)], 2)
+
+    def run():
+        with use_backend("torch"):
+            return run_with_grads(ms_deform_attn_fused, *inputs, grad_out=torch.ones(1, 5, 8))[1]
+
+    first, second = deterministic.twice(run)
+    assert all(torch.equal(a, b) for a, b in zip(first, second, strict=True))
+
+
+@pytest.mark.parametrize("op", ["fused", "offsets"])
+def test_autocast_gives_the_autocast_dtype(op, op_dtypes):
+    """Under autocast (bfloat16) value and attention (and offsets) reach the op in bfloat16;
+    locations and reference points keep float32."""
+    value, shapes, starts, ref, off, attn = make_offset_inputs(1, 3, 2, 4, [(2, 2)], 2, 2)
+    loc = reference.sampling_locations(shapes, ref, off).float()
+    with torch.autocast("cpu", dtype=torch.bfloat16), op_dtypes, use_backend("torch"):
+        if op == "offsets":
+            out = ms_deform_attn_offsets(value, shapes, starts, ref, off, attn)
+        else:
+            out = ms_deform_attn_fused(value, shapes, starts, loc, attn)
+    name = "ms_deform_attn_offsets" if op == "offsets" else "ms_deform_attn_fused"
+    seen = op_dtypes.calls[name]
+    bf16, f32 = torch.bfloat16, torch.float32
+    want = [bf16, None, None, f32, bf16, bf16] if op == "offsets" else [bf16, None, None, f32, bf16]
+    assert [None if i in (1, 2) else d for i, d in enumerate(seen[: len(want)])] == want
+    assert out.dtype == torch.bfloat16
 
 
 # ----------------------------------------------------------------------------- reference

@@ -294,6 +294,56 @@ def test_torch_compile_fullgraph():
     torch.testing.assert_close(d_got, d_want)
 
 
+@needs_triton
+def test_torch_compile_inductor_with_permuted_scores(fresh_inductor):
+    """Inductor checks every custom op output against its fake's strides: a transposed
+    (non-contiguous) scores view, forward and backward, Triton through the interpreter."""
+    base = torch.randn(2, 7, 5, device=DEVICE)
+    scores = base.transpose(1, 2).requires_grad_()  # [2, 5, 7], strides of [2, 7, 5]
+
+    def step(s):
+        return (sinkhorn(s * 1.5, 4, tau=0.5, dustbin=0.1) ** 2).sum()
+
+    with use_backend("triton"):
+        got = torch.compile(step, fullgraph=True)(scores)
+        (d_got,) = torch.autograd.grad(got, scores)
+    leaf = scores.detach().clone().requires_grad_()
+    want = (reference.sinkhorn(leaf * 1.5, 4, tau=0.5, dustbin=0.1) ** 2).sum()
+    (d_want,) = torch.autograd.grad(want, leaf)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(d_got, d_want, atol=1e-4, rtol=1e-3)
+
+
+@pytest.mark.parametrize("backend", ["torch", pytest.param("triton", marks=needs_triton)])
+def test_deterministic_mode_backward_is_bitwise_reproducible(backend, deterministic):
+    """No atomics on either backend: deterministic mode runs, and twice gives the same bits."""
+    scores = torch.randn(3, 9, 6, device=DEVICE)
+    g = torch.randn(3, 10, 7, device=DEVICE)
+
+    def run():
+        leaf = scores.clone().requires_grad_()
+        with use_backend(backend):
+            out = sinkhorn(leaf, 5, tau=0.3, dustbin=0.5)
+        return torch.autograd.grad(out, leaf, g)[0]
+
+    first, second = deterministic.twice(run)
+    assert torch.equal(first, second) and first.abs().max() > 0
+
+
+def test_autocast_gives_float32(op_dtypes):
+    """Under autocast (bfloat16) the op receives float32 scores (autocast's float32 list,
+    like softmax) and returns float32."""
+    scores = torch.randn(2, 4, 5).bfloat16()
+    with torch.autocast("cpu", dtype=torch.bfloat16), op_dtypes, use_backend("torch"):
+        out = sinkhorn(scores, 3, dustbin=0.0)
+    assert op_dtypes.calls["sinkhorn"][0] == torch.float32
+    assert out.dtype == torch.float32
+    plain = type(op_dtypes)()  # outside autocast nothing is cast
+    with plain, use_backend("torch"):
+        assert sinkhorn(scores, 3).dtype == torch.bfloat16
+    assert plain.calls["sinkhorn"][0] == torch.bfloat16
+
+
 def test_value_errors_name_the_argument():
     s = torch.randn(2, 3, 4)
     bad = [

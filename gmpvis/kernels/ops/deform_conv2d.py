@@ -12,8 +12,7 @@ is copied once) so the four corner gathers of a tile are contiguous along channe
 Channel chunks never straddle an offset group or a conv group (both are contiguous channel
 ranges), so one set of sampling coordinates serves a whole chunk. Offsets, masks, the
 output and its gradient are addressed through their strides, so channels-last tensors pass
-through without copies; the output (and the input gradient) takes the input's memory
-format, as ``torch.nn.functional.conv2d`` does.
+through without copies; the output and the input gradient are channels-last (``CL``).
 
 Backward: one kernel for the data gradients (``ds = grad_out @ W`` per tile, scattered to
 ``grad_input`` through the bilinear weights with float32 atomics; ``grad_offset`` from the
@@ -355,13 +354,10 @@ def _check_int32(*tensors: torch.Tensor) -> None:
             raise RuntimeError(f"{OP}: Triton kernels index with int32; got {t.numel()} elements")
 
 
-def _channels_last(t: torch.Tensor) -> bool:
-    """True for an NHWC-strided 4-d tensor (the layout ``conv2d`` would keep)."""
-    return not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last)
-
-
-def _memory_format(t: torch.Tensor) -> torch.memory_format:
-    return torch.channels_last if _channels_last(t) else torch.contiguous_format
+# The output and the input gradient are channels-last whatever the input's layout: the
+# kernels write them along channels, and a layout that depended on the input's strides
+# would disagree with Inductor, which may re-lay out an input after tracing the fake.
+CL = torch.channels_last
 
 
 def _strided(t: torch.Tensor | None, name: str, like: torch.Tensor) -> tuple[torch.Tensor, dict]:
@@ -453,7 +449,7 @@ def _forward(input, offset, weight, bias, stride, padding, dilation, mask):
     groups = geo["C"] // geo["C_IN_G"]
     shape = (geo["N"], weight.shape[0], geo["H_out"], geo["W_out"])
     out = torch.empty(shape, dtype=input.dtype, device=input.device,
-                      memory_format=_memory_format(input))  # fmt: skip
+                      memory_format=CL)  # fmt: skip
     if out.numel() == 0:
         return out.zero_()
     _check_int32(input, offset, out)
@@ -533,7 +529,7 @@ def _backward(grad_out, input, offset, weight, bias, stride, padding, dilation, 
     grad_weight = grad_w.permute(0, 3, 2, 1).reshape(weight.shape)  # back to [C_out, C_in_g, ..]
     grad_bias = grad_out.sum((0, 2, 3), dtype=torch.float32) if bias is not None else None
     return (
-        grad_x.permute(0, 3, 1, 2).to(dt).contiguous(memory_format=_memory_format(input)),
+        grad_x.permute(0, 3, 1, 2).to(dt),  # channels-last, no copy in float32
         grad_off.to(dt),
         grad_weight.to(dt).contiguous(),
         grad_bias.to(dt) if bias is not None else grad_out.new_empty(0),
@@ -563,13 +559,13 @@ def _deform_conv2d_op(
     if _use_triton(input):
         return _forward(input, offset, weight, bias, stride, padding, dilation, mask)
     out = reference.deform_conv2d(input, offset, weight, bias, stride, padding, dilation, mask)
-    return out.contiguous(memory_format=_memory_format(input))
+    return out.contiguous(memory_format=CL)
 
 
 @_deform_conv2d_op.register_fake
 def _(input, offset, weight, bias, stride, padding, dilation, mask):
     shape = (input.shape[0], weight.shape[0], offset.shape[2], offset.shape[3])
-    return input.new_empty(shape).contiguous(memory_format=_memory_format(input))
+    return input.new_empty(shape).contiguous(memory_format=CL)
 
 
 @torch.library.custom_op("gmpvis::deform_conv2d_backward", mutates_args=())
@@ -594,7 +590,7 @@ def _deform_conv2d_backward_op(
         out = reference.deform_conv2d(*leaves, stride, padding, dilation, m)
         wrt = [t for t in (*leaves, m) if t is not None]
         grads = list(torch.autograd.grad(out, wrt, grad_out))
-    g_in = grads[0].contiguous(memory_format=_memory_format(input))
+    g_in = grads[0].contiguous(memory_format=CL)
     g_off, g_w = grads[1].contiguous(), grads[2].contiguous()
     g_b = grads[3].contiguous() if bias is not None else grad_out.new_empty(0)
     g_m = grads[-1].contiguous() if mask is not None else grad_out.new_empty(0)
@@ -603,9 +599,9 @@ def _deform_conv2d_backward_op(
 
 @_deform_conv2d_backward_op.register_fake
 def _(grad_out, input, offset, weight, bias, stride, padding, dilation, mask):
-    # the input gradient in the input's memory format, the others contiguous (both backends)
+    # the input gradient channels-last, the others contiguous (both backends)
     return (
-        input.new_empty(input.shape).contiguous(memory_format=_memory_format(input)),
+        input.new_empty(input.shape).contiguous(memory_format=CL),
         offset.new_empty(offset.shape),
         weight.new_empty(weight.shape),
         bias.new_empty(bias.shape) if bias is not None else grad_out.new_empty(0),
@@ -682,8 +678,8 @@ def deform_conv2d(
 
     Returns:
         ``[N, C_out, H_out, W_out]`` with ``H_out = (H + 2 ph - dh (kh - 1) - 1) // sh + 1``,
-        channels-last when ``input`` is (as ``conv2d``). Under autocast every float tensor
-        takes the autocast dtype.
+        in channels-last memory format (both backends; its input gradient too). Under
+        autocast every float tensor takes the autocast dtype.
     """
     stride_ = _pair("stride", stride, 1)
     padding_ = _pair("padding", padding, 0)
