@@ -203,3 +203,26 @@ def interval(a: np.ndarray, b: np.ndarray) -> dict:
     diff = np.asarray(a) - np.asarray(b)
     lo, hi = np.percentile(diff, [2.5, 97.5])
     return {"mean": float(diff.mean()), "ci95": [float(lo), float(hi)]}
+
+
+class MarginalRecorder(torch.nn.Module):
+    """Wraps a graph matching head and records, for every graph it solves, the largest
+    deviation of a real row or column of the assignment from mass 1 (Sinkhorn convergence)."""
+
+    def __init__(self, head: torch.nn.Module) -> None:
+        super().__init__()
+        self.head, self.errors = head, []
+
+    def forward(self, tracks, props):
+        S = self.head(tracks, props)
+        for b in range(S.shape[0]):
+            n, m = int(tracks.mask[b].sum()), int(props.mask[b].sum())
+            rows = S[b, :n].sum(1)  # real rows over every column, dustbin included (padding is 0)
+            cols = S[b, :, :m].sum(0)
+            self.errors.append(float(torch.cat([rows - 1, cols - 1]).abs().max()))
+        return S
+
+    def summary(self) -> dict:
+        e = np.array(self.errors)
+        return {"graphs": int(e.size), "max": float(e.max()), "median": float(np.median(e)),
+                "p99": float(np.percentile(e, 99))}  # fmt: skip

@@ -153,20 +153,27 @@ def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--output-dir", default=OUTPUT_DIR)
     p.add_argument("--skip-train", action="store_true", help="only read an existing run")
+    p.add_argument(
+        "--stages",
+        choices=["1", "2", "12"],
+        default="12",
+        help="run stage 1, stage 2 (on an existing stage 1) or both",
+    )
     p.add_argument("--ship", action="store_true", help=f"write {ASSET.relative_to(ROOT)}")
     args = p.parse_args(argv)
     out = ROOT / args.output_dir
     timing_file = out / "wall_time.json"
-    if args.skip_train:
-        timing = json.loads(timing_file.read_text())
-    else:
-        if (out / "stage1" / "log.jsonl").exists():
-            raise FileExistsError(f"{out} holds a run: remove it, or use --skip-train")
-        for name, vs in sets().items():  # generated before the clock starts: data, not training
-            if name.startswith("heads_"):
-                generate(vs)
-        timing = {"stage1": run(stage1_command(args.output_dir))}
-        timing["stage2"] = run(stage2_command(args.output_dir))
+    timing = json.loads(timing_file.read_text()) if timing_file.exists() else {}
+    if not args.skip_train:
+        if "1" in args.stages:
+            if (out / "stage1" / "log.jsonl").exists():
+                raise FileExistsError(f"{out}/stage1 holds a run: remove it, or use --stages 2")
+            timing["stage1"] = run(stage1_command(args.output_dir))
+        if "2" in args.stages:
+            for name, vs in sets().items():  # generated before the clock: data, not training
+                if name.startswith("heads_"):
+                    generate(vs)
+            timing["stage2"] = run(stage2_command(args.output_dir))
         out.mkdir(parents=True, exist_ok=True)
         timing_file.write_text(json.dumps(timing))
     train, evals = read_log(out / "stage1" / "log.jsonl")

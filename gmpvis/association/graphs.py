@@ -8,8 +8,8 @@ merely duplicate a matched object (``dup_ids``).
 :func:`sample_graph` builds, for a query frame ``t``, one track per object seen in the
 frames before ``t``: its :class:`TrackMemory` is fed the object's own matched proposals in
 frame order through the same ``update`` / ``advance_to`` calls the tracker makes, its last
-sighting ``g`` frames back (``g`` random in ``[1, max_gap]``, so occlusions are
-supervised) and earlier sightings dropped at random (missed detections); a few tracks start
+sighting ``g`` frames back (``g`` random in ``[1, max_gap]`` as far as its sightings reach,
+so occlusions are supervised) and earlier sightings dropped at random (missed detections); a few tracks start
 from unmatched proposals (the tracker's spurious tracks). The proposals are every one the
 tracker keeps at ``t``. Targets: a track's true column is its object's matched proposal; a
 track whose object has no kept proposal at ``t``, and a proposal that belongs to no track,
@@ -96,7 +96,9 @@ def sample_graph(
     memories: list[TrackMemory] = []
     objects: list[int] = []  # object id per track, -1 for spurious ones
     for k, obs in sorted(_object_sightings(frames, max(0, t - spec.window), t).items()):
-        gap = int(rng.integers(1, spec.max_gap + 1))
+        # the gap is drawn among those the object's sightings allow, so that short clips
+        # still give every object seen before t a track
+        gap = int(rng.integers(1, min(spec.max_gap, t - obs[0]) + 1))
         obs = [f for f in obs if f <= t - gap]
         if len(obs) > 1:  # missed detections; the last sighting stays
             drop = rng.random(len(obs) - 1) < spec.drop

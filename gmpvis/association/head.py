@@ -49,9 +49,9 @@ class GraphMatchingHead(nn.Module):
         edge_dim: int = 8,
         iters: int = 2,
         lam: float = 0.5,
-        sinkhorn_iters: int = 20,
+        sinkhorn_iters: int = 50,
         tau: float = 1.0,
-        max_missed: int = 5,
+        max_missed: int = 10,
     ) -> None:
         super().__init__()
         F = len(PAIR_FEATURES)
@@ -79,6 +79,8 @@ class GraphMatchingHead(nn.Module):
                 self.edge_app.weight.normal_(0.0, 0.01)
             self.log_lambda = nn.Parameter(torch.tensor(math.log(lam)))
         self.iters, self.sinkhorn_iters, self.tau = iters, sinkhorn_iters, tau
+        # the frames-missed feature is divided by max_missed + 1: a fixed scale, so that tuning
+        # the tracker's max_missing does not change what a trained head reads
         self.max_missed = max_missed
 
     @property

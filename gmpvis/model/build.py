@@ -44,7 +44,6 @@ def build_gm_head(cfg: Config) -> GraphMatchingHead:
         lam=m.gm_lambda,
         sinkhorn_iters=m.sinkhorn_iters,
         tau=m.sinkhorn_tau,
-        max_missed=cfg.tracker.max_missing,
     )
 
 
