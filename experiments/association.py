@@ -136,6 +136,14 @@ def summarise(rows: list[dict]) -> dict:
 
 def markdown(report: dict) -> str:
     lines = []
+    if "sinkhorn_marginal_error" in report:
+        e = report["sinkhorn_marginal_error"]
+        lines += [
+            f"Sinkhorn ({e['iterations']} iterations) on the tracker's {e['graphs']} graphs of "
+            f"the hard test set: largest row/column mass error {e['max']:.1e} (median "
+            f"{e['median']:.1e}, 99th percentile {e['p99']:.1e}).",
+            "",
+        ]
     for set_name, block in report["test"].items():
         c = block["ceilings"]
         lines += [
