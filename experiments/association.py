@@ -46,14 +46,14 @@ from gmpvis.train.heads import train_embed_head, train_gm_head
 
 RESULTS = ROOT / "experiments" / "results"
 THRESHOLD_GRID = {
-    "graph": ("match_threshold", [0.05, 0.1, 0.2, 0.35, 0.5]),
-    "cosine": ("cosine_threshold", [0.1, 0.3, 0.5, 0.7, 0.9]),
-    "iou": ("iou_threshold", [0.05, 0.1, 0.2, 0.35, 0.5]),
+    "graph": ("match_threshold", [0.01, 0.03, 0.1, 0.2, 0.35, 0.5]),
+    "cosine": ("cosine_threshold", [0.1, 0.2, 0.3, 0.5, 0.7]),
+    "iou": ("iou_threshold", [0.01, 0.03, 0.05, 0.1, 0.2, 0.35]),
 }
 SHARED_GRID = {
-    "birth_threshold": [0.1, 0.2, 0.3, 0.4],
+    "birth_threshold": [0.05, 0.1, 0.2, 0.3],
     "confirm_hits": [1, 2, 3],
-    "max_missing": [2, 5, 10],
+    "max_missing": [2, 5, 10, 15],
 }
 METRICS = ("AP", "AP50", "AR10", "HOTA", "DetA", "AssA", "LocA", "IDF1", "id_switches")
 BASELINES = ("cosine", "contrastive cosine", "motion IoU")
