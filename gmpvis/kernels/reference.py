@@ -3,6 +3,20 @@
 These are the ground truth the Triton kernels are tested against and the CPU
 implementation of every registered op. They are differentiable by autograd, run in
 float64 for ``gradcheck``, and accumulate half-precision inputs in float32.
+
+Non-finite inputs, the same on both backends (defined here once, tested per op):
+
+* NaN propagates: a NaN in an input that takes part makes NaN every output element
+  computed from it; an entry that takes no part (masked rows, columns or nodes, the
+  excluded ``j == i`` edges, corners outside the image) never leaks into the output.
+  A NaN sampling location or offset makes its samples NaN (never an index).
+* +-inf follows each op's arithmetic, with these definitions: an infinite (or any
+  far-away) sampling location or offset lies outside the image and contributes 0;
+  ``sinkhorn`` caps ``+inf`` logits at 1e30 and reads ``-inf`` as "impossible"; an
+  infinite ``gm_affinity`` distance gives weight 0.
+
+Nothing raises on non-finite values: a check would cost a device sync per call (and break
+CUDA graph capture).
 """
 
 from __future__ import annotations
@@ -44,7 +58,12 @@ def ms_deform_attn(
     dtype = _compute_dtype(value, sampling_locations, attention_weights)
     shapes = [(int(h), int(w)) for h, w in spatial_shapes.tolist()]
     starts = [int(s) for s in level_start_index.tolist()]
-    grids = 2.0 * sampling_locations.to(dtype) - 1.0  # grid_sample expects [-1, 1]
+    loc = sampling_locations.to(dtype)
+    # Far locations (inf included) lie outside: clamping to [-1, 2] keeps every sample that
+    # touches the image and keeps grid_sample's index arithmetic finite. NaN: see below.
+    nan_loc = loc.isnan().any(-1)  # [B, Q, H, L, P]
+    loc = torch.where(loc.isnan(), -1.0, loc).clamp(-1.0, 2.0)
+    grids = 2.0 * loc - 1.0  # grid_sample expects [-1, 1]
     samples = []
     for level, ((h, w), start) in enumerate(zip(shapes, starts, strict=True)):
         # [B, h*w, H, D] -> [B*H, D, h, w]
@@ -56,8 +75,10 @@ def ms_deform_attn(
         )  # [B*H, D, Q, P]
     stacked = torch.stack(samples, dim=-2).flatten(-2)  # [B*H, D, Q, L*P]
     weights = attention_weights.to(dtype).transpose(1, 2).reshape(B * H, 1, Q, L * P)
-    out = (stacked * weights).sum(-1).view(B, H * D, Q).transpose(1, 2)
-    return out.to(value.dtype).contiguous()
+    out = (stacked * weights).sum(-1).view(B, H, D, Q).permute(0, 3, 1, 2)  # [B, Q, H, D]
+    # a NaN location makes its (query, head) output NaN
+    out = torch.where(nan_loc.flatten(3).any(-1)[..., None], float("nan"), out)
+    return out.reshape(B, Q, H * D).to(value.dtype).contiguous()
 
 
 def ms_deform_attn_fused(
@@ -123,9 +144,14 @@ def bilinear_zero_pad(image: torch.Tensor, y: torch.Tensor, x: torch.Tensor) -> 
     """
     N, C, H, W = image.shape
     flat = image.flatten(2)
+    # NaN coordinates make their samples NaN; far ones (inf included) lie outside: clamping
+    # to [-2, size + 1] keeps every corner that touches the image and the indices finite.
+    bad = y.isnan() | x.isnan()
+    y = torch.where(bad, -2.0, y).clamp(-2.0, H + 1.0)
+    x = torch.where(bad, -2.0, x).clamp(-2.0, W + 1.0)
     y0, x0 = torch.floor(y), torch.floor(x)
     ly, lx = y - y0, x - x0
-    out = image.new_zeros(N, C, y.shape[1])
+    out = torch.where(bad, float("nan"), 0.0)[:, None, :].expand(N, C, -1).to(image.dtype)
     for dy, dx, weight in (
         (0, 0, (1 - ly) * (1 - lx)),
         (0, 1, (1 - ly) * lx),
@@ -136,7 +162,9 @@ def bilinear_zero_pad(image: torch.Tensor, y: torch.Tensor, x: torch.Tensor) -> 
         valid = (yi >= 0) & (yi <= H - 1) & (xi >= 0) & (xi <= W - 1)
         index = (yi.clamp(0, H - 1) * W + xi.clamp(0, W - 1)).long()
         corner = flat.gather(2, index[:, None, :].expand(N, C, -1))
-        out = out + corner * (weight * valid)[:, None, :]
+        # where, not a product with 0: the clamped stand-in pixel of an outside corner may
+        # be NaN, and it takes no part
+        out = out + torch.where(valid[:, None, :], corner * weight[:, None, :], 0.0)
     return out
 
 
@@ -208,6 +236,13 @@ def deform_conv2d(
 _LOGIT_CAP = 1e30
 
 
+def dustbin_logit(dustbin: float, tau: float) -> float:
+    """``dustbin / tau`` as a float32 logit: capped at 1e30 like the scores (never
+    ``inf - inf``), and below float32's range it rounds to ``-inf`` (as a float32 tensor
+    would), both backends alike."""
+    return float(torch.tensor(min(dustbin / tau, _LOGIT_CAP), dtype=torch.float32))
+
+
 def _safe_logsumexp(x: torch.Tensor, dim: int) -> torch.Tensor:
     """logsumexp that returns a finite value (log of tiny) for all ``-inf`` slices."""
     peak = x.amax(dim=dim, keepdim=True).detach()
@@ -252,7 +287,7 @@ def sinkhorn(
     log_mu = torch.zeros(B, n1, 1, dtype=dtype, device=device)
     log_nu = torch.zeros(B, 1, n2, dtype=dtype, device=device)
     if dustbin is not None:
-        bin_logit = min(dustbin / tau, _LOGIT_CAP)  # capped like the scores: never inf - inf
+        bin_logit = dustbin_logit(dustbin, tau)
         bin_col = torch.full((B, n1, 1), bin_logit, dtype=dtype, device=device)
         bin_row = torch.full((B, 1, n2 + 1), bin_logit, dtype=dtype, device=device)
         x = torch.cat([torch.cat([x, bin_col], dim=2), bin_row], dim=1)
@@ -266,6 +301,8 @@ def sinkhorn(
         cols = torch.cat([cols, true], dim=1)
     valid = rows[:, :, None] & cols[:, None, :]
     x = x.masked_fill(~valid, float("-inf"))
+    if x.shape[1] == 0 or x.shape[2] == 0:  # nothing to normalise (an empty side)
+        return torch.exp(x).to(scores.dtype)
     for _ in range(iters):
         x = x - _safe_logsumexp(x, dim=2) + log_mu
         x = x - _safe_logsumexp(x, dim=1) + log_nu
@@ -316,10 +353,13 @@ def gm_affinity(
     keep = (off1[None, :, :, None, None] & off2[None, None, None, :, :]) & (
         m1[:, None, :, None, None] & m2[:, None, None, None, :]
     )
-    ke = ke * keep
-    quad = torch.einsum("bijak,bjk->bia", ke, assign.to(dtype))
+    # where, not products with the masks: a NaN of an excluded edge, node or assignment
+    # entry takes no part
+    ke = torch.where(keep, ke, 0.0)
+    s = torch.where(m1[:, :, None] & m2[:, None, :], assign.to(dtype), 0.0)
+    quad = torch.einsum("bijak,bjk->bia", ke, s)
     out = torch.bmm(node1.to(dtype), node2.to(dtype).transpose(1, 2)) + quad
-    out = out * (m1[:, :, None] & m2[:, None, :])
+    out = torch.where(m1[:, :, None] & m2[:, None, :], out, 0.0)
     return out.to(node1.dtype)
 
 

@@ -396,3 +396,43 @@ def test_gpu_tf32_mode(monkeypatch):
     for name, a, b in [("output", out, out_ref)] + [(k, grads[k], grads_ref[k]) for k in grads]:
         err = (a - b).abs().max().item()
         assert err <= 1e-2 * b.abs().max().item(), name
+
+
+# ----------------------------------------------------------------------------- non-finite inputs
+# The policy (gmpvis.kernels.reference's docstring): NaN propagates (a NaN offset makes its
+# samples NaN, never an index), an infinite offset lies outside. Both backends alike.
+
+
+@pytest.mark.filterwarnings("ignore:.*(encountered|All-NaN).*:RuntimeWarning")  # interpreter
+@pytest.mark.parametrize("where", ["offset_nan", "offset_inf", "mask_nan", "input_nan"])
+def test_non_finite_inputs_same_on_both_backends(where):
+    """The reference indexed out of bounds on a NaN offset; now both backends agree: NaN at
+    the output pixels that sample it, 0 contribution from an infinite offset."""
+    args, conf = make_inputs(1, 3, 5, 6, 2, 3, 3, padding=1)
+    with torch.no_grad():
+        if where == "offset_nan":
+            args["offset"][0, 4, 2, 3] = float("nan")  # tap 2's y at output pixel (2, 3)
+        elif where == "offset_inf":
+            args["offset"][0, 6, 1, 1] = float("inf")
+        elif where == "mask_nan":
+            args["mask"][0, 5, 4, 0] = float("nan")
+        else:
+            args["input"][0, 1, 0, 0] = float("nan")  # a corner pixel
+    call = [args[k] for k in ("input", "offset", "weight", "bias")]
+    with use_backend("triton"):
+        out = dc.deform_conv2d(*call, mask=args["mask"], **conf)
+    ref = reference.deform_conv2d(*call, mask=args["mask"], **conf)
+    assert torch.equal(out.isnan(), ref.isnan())
+    _assert_close(out.nan_to_num(0.0), ref.nan_to_num(0.0), torch.float32, "finite part")
+    if where == "offset_inf":
+        assert not out.isnan().any()
+        far = args["offset"].detach().clone()
+        far[0, 6, 1, 1] = 1e6  # the same as far outside
+        want = reference.deform_conv2d(call[0], far, *call[2:], mask=args["mask"], **conf)
+        _assert_close(out, want, torch.float32, "inf offset")
+    elif where in ("offset_nan", "mask_nan"):
+        pixel = (2, 3) if where == "offset_nan" else (4, 0)
+        nan = out.isnan().any(1)[0]
+        assert nan[pixel] and nan.sum() == 1
+    else:
+        assert out.isnan().any()

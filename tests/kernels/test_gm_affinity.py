@@ -447,3 +447,105 @@ def test_gpu_large_graph_against_dense_free_reference():
         ke[:, :, ar, ar] = 0  # k == a
         expect[rows] += torch.einsum("ijak,jk->ia", ke, s)
     torch.testing.assert_close(out, expect, atol=1e-3, rtol=1e-4)
+
+
+# ----------------------------------------------------------------------------- non-finite inputs
+# The policy (gmpvis.kernels.reference's docstring): NaN propagates, excluded entries take no
+# part, an infinite distance gives weight 0. Both backends alike.
+
+
+def _same_nan_and_values(a, b):
+    assert torch.equal(a.isnan(), b.isnan())
+    torch.testing.assert_close(a.nan_to_num(0.0), b.nan_to_num(0.0), **TOL[torch.float32])
+
+
+@pytest.mark.filterwarnings("ignore:.*(encountered|All-NaN).*:RuntimeWarning")  # interpreter
+@pytest.mark.parametrize("kind", ["offset_1000", "spread_1000"])
+def test_large_edge_features_do_not_cancel(kind):
+    """|a|^2 + |b|^2 - 2ab cancels for features of magnitude ~1000 (the old kernel: error
+    0.59). Near a common offset the centred tensor-core form is accurate; spread out, with
+    close pairs planted, the tiles take the exact difference form."""
+    tensors, kw = make_inputs(2, 6, 5, 4, 3)
+    kw["sigma"] = 1.0
+    if kind == "offset_1000":
+        for k in ("edge1", "edge2"):
+            tensors[k] = 1000.0 + tensors[k] * 3
+    else:
+        tensors["edge1"] = tensors["edge1"] * 1000
+        tensors["edge2"] = tensors["edge2"] * 1000
+        tensors["edge2"][:, 1, 2] = tensors["edge1"][:, 0, 3] + 0.3  # close pairs
+        tensors["edge2"][:, 3, 0] = tensors["edge1"][:, 4, 1] - 0.2
+    want = reference.gm_affinity(**{k: v.double() for k, v in tensors.items()}, **kw)
+    with use_backend("triton"):
+        out = gm_affinity(**tensors, **kw)
+    node = tensors["node1"] @ tensors["node2"].transpose(1, 2)
+    assert (want - node.double()).abs().max() > 0.1  # the planted pairs carry weight
+    torch.testing.assert_close(out.double(), want, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("path", ["exact", "expanded"])
+def test_both_distance_paths_match_the_reference(monkeypatch, path):
+    """Force every tile onto one path (the threshold is a kernel constant)."""
+    import triton.language as tl
+
+    limit = 0.0 if path == "exact" else 1e30
+    monkeypatch.setattr(aff, "EXPANSION_LIMIT", tl.constexpr(limit))
+    tensors, kw = make_inputs(2, 5, 4, 3, 6, masks=True)
+    assert_matches_reference(tensors, kw, torch.float32)
+
+
+@pytest.mark.filterwarnings("ignore:.*(encountered|All-NaN).*:RuntimeWarning")  # interpreter
+def test_infinite_distance_gives_weight_zero_on_both_backends():
+    """Finite features whose squared distance overflows float32, and infinite features:
+    weight exp(-inf) = 0 (the old kernel gave weight 1); inf - inf is NaN on both."""
+    tensors, kw = make_inputs(1, 4, 3, 2, 3)
+    tensors["edge1"][0, 0, 1] = 1e20  # squared distance overflows: weight 0
+    tensors["edge1"][0, 2, 3, 0] = float("inf")
+    tensors["edge2"][0, 1, 0, 0] = float("inf")  # meets the one above: inf - inf = NaN
+    ref = reference.gm_affinity(**tensors, **kw)
+    with use_backend("triton"):
+        out = gm_affinity(**tensors, **kw)
+    _same_nan_and_values(out, ref)
+    assert out[0, 0].isfinite().all() and out[0, 2].isnan().any()
+
+
+@pytest.mark.filterwarnings("ignore:.*(encountered|All-NaN).*:RuntimeWarning")  # interpreter
+@pytest.mark.parametrize("where", ["edge_live", "edge_diagonal", "edge_masked", "node_masked"])
+def test_nan_inputs_propagate_identically(where):
+    """A NaN in a live edge reaches its row; in the excluded diagonal edge or on a masked
+    node it takes no part (the reference multiplied it by 0: NaN)."""
+    tensors, kw = make_inputs(2, 5, 4, 3, 3, masks=True)
+    kw["mask1"][1, 3] = False
+    if where == "edge_live":
+        tensors["edge1"][0, 1, 2, 0] = float("nan")
+    elif where == "edge_diagonal":
+        tensors["edge1"][0, 2, 2, 1] = float("nan")
+    elif where == "edge_masked":
+        tensors["edge1"][1, 3, 0, 0] = float("nan")  # node 3 of graph 1 is masked in b = 1
+    else:
+        tensors["node1"][1, 3, 0] = float("nan")
+    ref = reference.gm_affinity(**tensors, **kw)
+    with use_backend("triton"):
+        out = gm_affinity(**tensors, **kw)
+    _same_nan_and_values(out, ref)
+    assert out.isnan().any() == (where == "edge_live")
+
+
+@pytest.mark.parametrize("n1,n2", [(3, 0), (0, 3), (0, 0)])
+def test_empty_graphs_same_on_both_backends(n1, n2):
+    """n2 = 0 (the Triton launcher divided by zero) and n1 = 0: empty outputs, zero grads."""
+    tensors, kw = make_inputs(2, max(n1, 1), max(n2, 1), 3, 4)
+    tensors = {k: v[:, :n1] if k in ("node1",) else v for k, v in tensors.items()}
+    tensors["node2"] = tensors["node2"][:, :n2]
+    tensors["edge1"] = tensors["edge1"][:, :n1, :n1]
+    tensors["edge2"] = tensors["edge2"][:, :n2, :n2]
+    tensors["assign"] = tensors["assign"][:, :n1, :n2]
+    outs = []
+    for backend in ("torch", "triton"):
+        with use_backend(backend):
+            outs.append(run_with_grads(gm_affinity, tensors, kw))
+    (o1, g1, _), (o2, g2, _) = outs
+    assert o1.shape == o2.shape == (2, n1, n2)
+    for name in NAMES:
+        assert g1[name].shape == g2[name].shape == tensors[name].shape
+        assert not g2[name].any()

@@ -475,3 +475,69 @@ def test_gpu_model_shape_matches_reference(op, dtype):
 def test_gpu_odd_shapes(op):
     inputs = make_inputs(3, 77, 3, 12, [(7, 9), (4, 5), (1, 1)], 3, device="cuda")
     assert_matches_reference(op, inputs, torch.float32)
+
+
+# ------------------------------------------------------------------- bad levels, non-finite
+
+
+@pytest.mark.parametrize("backend", ["torch", pytest.param("triton", marks=needs_triton_cpu)])
+@pytest.mark.parametrize("entry", ["weights", "fused", "offsets"])
+def test_levels_inconsistent_with_value_raise(backend, entry):
+    """spatial_shapes must cover S and level_start_index must be their cumulative sums
+    (the Triton path returned a wrong answer): a ValueError on both backends."""
+    value, shapes, starts, ref, off, attn = make_offset_inputs(1, 3, 2, 4, [(2, 3), (1, 2)], 2, 2)
+    loc = reference.sampling_locations(shapes, ref, off).float()
+
+    def call(sh, st):
+        if entry == "offsets":
+            return ms_deform_attn_offsets(value, sh, st, ref, off, attn)
+        fn = ms_deform_attn_fused if entry == "fused" else ms_deform_attn
+        return fn(value, sh, st, loc, attn)
+
+    with use_backend(backend):
+        call(shapes, starts)  # consistent: fine
+        with pytest.raises(ValueError, match=r"cover 7 positions but value has S=8"):
+            call(torch.tensor([[2, 3], [1, 1]]), starts)
+        with pytest.raises(ValueError, match=r"level_start_index must be \[0, 6\]"):
+            call(shapes, torch.tensor([0, 5]))
+        with pytest.raises(ValueError, match=r"spatial_shapes must be >= 0"):
+            call(torch.tensor([[-2, 3], [-1, 2]]), starts)
+
+
+def _same_nan_and_values(a, b):
+    assert torch.equal(a.isnan(), b.isnan())
+    torch.testing.assert_close(a.nan_to_num(0.0), b.nan_to_num(0.0), **TOL[torch.float32])
+
+
+@pytest.mark.filterwarnings("ignore:.*(encountered|All-NaN).*:RuntimeWarning")  # interpreter
+@needs_triton_cpu
+@pytest.mark.parametrize("where", ["value", "location_nan", "location_inf", "logit"])
+def test_non_finite_inputs_same_on_both_backends(where):
+    """NaN in value reaches the samples that read it; a NaN location makes its (query, head)
+    NaN (never an index); an infinite location lies outside and contributes 0; a NaN logit
+    makes its (query, head) NaN."""
+    value, shapes, starts, loc, logits = make_inputs(1, 6, 2, 4, [(3, 4), (2, 2)], 2)
+    if where == "value":
+        value[0, 5, 1] = float("nan")
+    elif where == "location_nan":
+        loc[0, 2, 1, 0, 1, 0] = float("nan")
+    elif where == "location_inf":
+        loc[0, 2, 1, 0, 1] = torch.tensor([float("inf"), -float("inf")])
+    else:
+        logits[0, 4, 0, 1, 0] = float("nan")
+    args = (value, shapes, starts, loc, logits)
+    with use_backend("triton"):
+        out = ms_deform_attn_fused(*args)
+    ref = reference.ms_deform_attn_fused(*args)
+    _same_nan_and_values(out, ref)
+    assert out.isnan().any() == (where != "location_inf")
+    if where == "location_inf":  # the same as a location far outside
+        far = loc.clone()
+        far[0, 2, 1, 0, 1] = 50.0
+        torch.testing.assert_close(out, reference.ms_deform_attn_fused(value, shapes, starts,
+                                                                       far, logits))  # fmt: skip
+    if where != "value":  # only that (query, head) is touched
+        q = 2 if where.startswith("location") else 4
+        h = 1 if where.startswith("location") else 0
+        nan = out.view(1, 6, 2, 4).isnan().any(-1)[0]
+        assert nan.sum() == (where != "location_inf") and (nan[q, h] or where == "location_inf")

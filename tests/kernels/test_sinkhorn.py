@@ -397,3 +397,68 @@ def test_gpu_large_shapes_match_reference(shape, dtype):
     atol_f, atol_g = TOL.get(dtype, (1e-2, 3e-2))  # bfloat16: 8 mantissa bits
     torch.testing.assert_close(out, ref, atol=atol_f, rtol=0)
     torch.testing.assert_close(d_out, d_ref, atol=atol_g, rtol=1e-2)
+
+
+# ----------------------------------------------------------------------------- non-finite inputs
+# The policy (gmpvis.kernels.reference's docstring): NaN propagates, masked entries take no
+# part; +inf is capped, -inf is "impossible". Both backends alike.
+
+
+def _same_nan_and_values(a, b, atol=1e-5):
+    assert torch.equal(a.isnan(), b.isnan())
+    torch.testing.assert_close(a.nan_to_num(0.0), b.nan_to_num(0.0), atol=atol, rtol=0)
+
+
+@pytest.mark.filterwarnings("ignore:.*(encountered|All-NaN).*:RuntimeWarning")  # interpreter
+@needs_triton
+@pytest.mark.parametrize("dustbin", [None, 0.5])
+def test_nan_scores_propagate_identically(dustbin):
+    """A NaN in a real score makes its batch element NaN on both backends; one in a masked
+    entry is ignored (that element matches the problem without it)."""
+    scores = torch.randn(2, 4, 5, device=DEVICE)
+    rows = torch.ones(2, 4, dtype=torch.bool, device=DEVICE)
+    rows[1, 2] = False
+    scores[0, 1, 3] = float("nan")
+    scores[1, 2, 0] = float("nan")  # masked row
+    with use_backend("triton"):
+        out = sinkhorn(scores, 4, row_mask=rows, dustbin=dustbin)
+    ref = reference.sinkhorn(scores, 4, row_mask=rows, dustbin=dustbin)
+    _same_nan_and_values(out, ref)
+    assert out[0].isnan().any() and not out[1].isnan().any()
+    clean = scores.clone()
+    clean[1, 2, 0] = 0.0
+    torch.testing.assert_close(out[1], reference.sinkhorn(clean, 4, row_mask=rows,
+                                                          dustbin=dustbin)[1])  # fmt: skip
+
+
+@needs_triton
+@pytest.mark.parametrize("dustbin", [None, 0.0])
+@pytest.mark.parametrize("shape", [(2, 0, 3), (2, 3, 0), (1, 0, 0)])
+def test_empty_sides_same_on_both_backends(shape, dustbin):
+    """0 rows or 0 columns (the reference used to raise IndexError without a dustbin)."""
+    scores = torch.randn(*shape, device=DEVICE, requires_grad=True)
+    results = []
+    for backend in ("torch", "triton"):
+        with use_backend(backend):
+            out = sinkhorn(scores, 3, dustbin=dustbin)
+            (grad,) = torch.autograd.grad(out.sum(), scores, allow_unused=True)
+        results.append((out, grad))
+    (o1, g1), (o2, g2) = results
+    extra = dustbin is not None
+    assert o1.shape == o2.shape == (shape[0], shape[1] + extra, shape[2] + extra)
+    torch.testing.assert_close(o1, o2)
+    assert g1.shape == g2.shape == scores.shape
+
+
+@pytest.mark.filterwarnings("ignore:.*(encountered|All-NaN).*:RuntimeWarning")  # interpreter
+@needs_triton
+@pytest.mark.parametrize("dustbin", [-3e38, 3e38])
+def test_dustbin_beyond_float32_range_same_on_both_backends(dustbin):
+    """dustbin / tau beyond float32's range: -inf below (the reference failed a float
+    conversion), capped at 1e30 above."""
+    scores = torch.randn(2, 3, 4, device=DEVICE)
+    with use_backend("triton"):
+        out = sinkhorn(scores, 5, tau=0.5, dustbin=dustbin)
+    ref = reference.sinkhorn(scores, 5, tau=0.5, dustbin=dustbin)
+    assert torch.isfinite(out).all()
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=0)

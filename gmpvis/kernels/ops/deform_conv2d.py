@@ -60,9 +60,14 @@ def _tap_coords(off_ptr, mask_ptr, n, hw, ho, wo, p_ok, og, k, i, j, K, H, W,
         m = m.to(tl.float32)
     else:
         m = tl.full(oy.shape, 1.0, tl.float32)
-    # Outside [-2, H + 1] every corner is invalid: clamping keeps the int cast finite.
-    y = tl.minimum(tl.maximum((ho * sh - ph + i * dh).to(tl.float32) + oy, -2.0), H + 1.0)
-    x = tl.minimum(tl.maximum((wo * sw - pw + j * dw).to(tl.float32) + ox, -2.0), W + 1.0)
+    # Outside [-2, H + 1] every corner is invalid: clamping keeps the int cast finite. A NaN
+    # offset is moved outside too (never an index) and its NaN carried by the modulation.
+    bad = (oy != oy) | (ox != ox)
+    m = tl.where(bad, float("nan"), m)
+    y = tl.where(bad, -2.0, (ho * sh - ph + i * dh).to(tl.float32) + oy)
+    x = tl.where(bad, -2.0, (wo * sw - pw + j * dw).to(tl.float32) + ox)
+    y = tl.minimum(tl.maximum(y, -2.0), H + 1.0)
+    x = tl.minimum(tl.maximum(x, -2.0), W + 1.0)
     y0f = tl.floor(y)
     x0f = tl.floor(x)
     ly = y - y0f

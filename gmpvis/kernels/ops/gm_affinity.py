@@ -253,6 +253,7 @@ def _config(n_j: int, n_k: int, c: int, arch: Arch) -> dict:
     element.
     """
     caps = TILE_CAPS["cpu" if arch.interpreted else "gpu"]
+    n_j, n_k = max(n_j, 1), max(n_k, 1)  # an empty graph launches nothing; tiles stay valid
     block_c = max(16, triton.next_power_of_2(c))
     rows = max(16, min(caps["rows"], caps["elems"] // block_c))
     block_k = min(triton.next_power_of_2(n_k), rows)

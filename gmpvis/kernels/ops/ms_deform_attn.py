@@ -33,6 +33,8 @@ tile, in the inputs' dtypes.
 
 from __future__ import annotations
 
+import weakref
+
 import torch
 import triton
 import triton.language as tl
@@ -103,16 +105,21 @@ def _location(loc_row, ref_row, k, lvl, w_l, h_l, q_mask, P: tl.constexpr, LOC: 
 
 @triton.jit
 def _pixel(lx, ly, w_l, h_l):
-    """Floor corner and fractional parts of ``(lx, ly)`` in pixels (``align_corners=False``).
+    """Floor corner and fractional parts of ``(lx, ly)`` in pixels (``align_corners=False``),
+    and whether the location is NaN.
 
     Clamping to [-2, size + 1] leaves every in-range corner unchanged and keeps the int32
-    conversion finite for far-away locations (all corners outside -> 0).
+    conversion finite for far-away locations (all corners outside -> 0). A NaN location is
+    moved outside too (never an index); the caller makes its sample NaN.
     """
-    x = tl.minimum(tl.maximum(lx * w_l - 0.5, -2.0), w_l + 1.0)
-    y = tl.minimum(tl.maximum(ly * h_l - 0.5, -2.0), h_l + 1.0)
+    x = lx * w_l - 0.5
+    y = ly * h_l - 0.5
+    nan = (x != x) | (y != y)
+    x = tl.minimum(tl.maximum(tl.where(nan, -2.0, x), -2.0), w_l + 1.0)
+    y = tl.minimum(tl.maximum(tl.where(nan, -2.0, y), -2.0), h_l + 1.0)
     x0f = tl.floor(x)
     y0f = tl.floor(y)
-    return x0f.to(tl.int32), y0f.to(tl.int32), x - x0f, y - y0f
+    return x0f.to(tl.int32), y0f.to(tl.int32), x - x0f, y - y0f, nan
 
 
 @triton.jit
@@ -154,7 +161,7 @@ def _ms_deform_attn_fwd_kernel(
             if FUSED:
                 a = tl.exp(a - row_max) * inv_denom
             lx, ly = _location(loc_row, ref_row, k, lvl, w_l, h_l, q_mask, P, LOC)[:2]
-            x0, y0, fx, fy = _pixel(lx, ly, w_l, h_l)
+            x0, y0, fx, fy, nan = _pixel(lx, ly, w_l, h_l)
             x1 = x0 + 1
             y1 = y0 + 1
             v00 = _corner(value_bh, x0, y0, w_l, h_l, start, S, HD, q_mask, d, d_mask)[2]
@@ -164,7 +171,8 @@ def _ms_deform_attn_fwd_kernel(
             # bilinear: (1-fy) * ((1-fx) v00 + fx v01) + fy * ((1-fx) v10 + fx v11)
             top = v00 + fx[:, None] * (v01 - v00)
             bottom = v10 + fx[:, None] * (v11 - v10)
-            acc += a[:, None] * (top + fy[:, None] * (bottom - top))
+            sample = top + fy[:, None] * (bottom - top)
+            acc += tl.where(nan[:, None], float("nan"), a[:, None] * sample)
 
     out_offs = row[:, None] * D + d[None, :]
     tl.store(out_ptr + out_offs, acc.to(out_ptr.dtype.element_ty), mask=q_mask[:, None] & d_mask)
@@ -225,7 +233,7 @@ def _ms_deform_attn_bwd_kernel(
             if FUSED:
                 a = tl.exp(a - row_max) * inv_denom
             lx, ly, ox, oy, rw, rh = _location(loc_row, ref_row, k, lvl, w_l, h_l, q_mask, P, LOC)
-            x0, y0, fx, fy = _pixel(lx, ly, w_l, h_l)
+            x0, y0, fx, fy, _nan = _pixel(lx, ly, w_l, h_l)
             x1 = x0 + 1
             y1 = y0 + 1
             o00, m00, v00 = _corner(value_bh, x0, y0, w_l, h_l, start, S, HD, q_mask, d, d_mask)
@@ -376,6 +384,46 @@ def _backward(grad_out, value, spatial_shapes, level_start_index, loc, attn, fus
     return tuple(grads)
 
 
+_LEVELS_CHECKED: dict[tuple, tuple] = {}  # (ids, S) -> (weakrefs, versions)
+
+
+def _check_levels(op: str, S: int, spatial_shapes, level_start_index) -> None:
+    """ValueError unless ``sum_l H_l W_l == S`` and ``level_start_index`` is the exclusive
+    cumulative sum of the areas (both backends; the kernels would read wrong rows).
+
+    Reading the shapes costs a device sync, so a pair of tensors is checked once (until
+    written in place); during CUDA graph capture an unseen pair is not checked (the
+    warm-up before capture checks it).
+    """
+    key = (id(spatial_shapes), id(level_start_index), S)
+    versions = (spatial_shapes._version, level_start_index._version)
+    hit = _LEVELS_CHECKED.get(key)
+    if hit and hit[0]() is spatial_shapes and hit[1]() is level_start_index and hit[2] == versions:
+        return
+    if spatial_shapes.is_cuda and torch.cuda.is_current_stream_capturing():
+        return
+    L = spatial_shapes.shape[0]
+    values = torch.cat([spatial_shapes.flatten(), level_start_index]).tolist()
+    shapes = [values[2 * i : 2 * i + 2] for i in range(L)]
+    if any(h < 0 or w < 0 for h, w in shapes):
+        raise ValueError(f"{op}: spatial_shapes must be >= 0, got {shapes}")
+    areas = [h * w for h, w in shapes]
+    if sum(areas) != S:
+        raise ValueError(
+            f"{op}: spatial_shapes {shapes} cover {sum(areas)} positions but value has S={S}"
+        )
+    starts = [sum(areas[:i]) for i in range(L)]
+    if values[2 * L :] != starts:
+        raise ValueError(
+            f"{op}: level_start_index must be {starts} (the cumulative sums of H_l * W_l of "
+            f"spatial_shapes {shapes}), got {values[2 * L :]}"
+        )
+    if len(_LEVELS_CHECKED) > 256:  # forget dead entries now and then
+        for k in [k for k, v in _LEVELS_CHECKED.items() if v[0]() is None or v[1]() is None]:
+            del _LEVELS_CHECKED[k]
+    _LEVELS_CHECKED[key] = (weakref.ref(spatial_shapes), weakref.ref(level_start_index), versions)
+
+
 def _use_triton(op: str, *tensors) -> bool:
     """Triton when the backend says so; float64 (gradcheck) always takes the reference."""
     if resolve(tensors[0].device, op) != "triton":
@@ -400,6 +448,7 @@ def _register(fused: bool):
         attention: torch.Tensor,
     ) -> torch.Tensor:
         args = (value, spatial_shapes, level_start_index, sampling_locations, attention)
+        _check_levels(name, value.shape[1], spatial_shapes, level_start_index)
         if _use_triton(name, value, sampling_locations, attention):
             return _forward(*args, fused=fused)
         return ref(*args)
@@ -461,6 +510,7 @@ def _offsets_op(
     fused: bool,
 ) -> torch.Tensor:
     tensors = (value, reference_points, sampling_offsets, attention)
+    _check_levels("ms_deform_attn_offsets", value.shape[1], spatial_shapes, level_start_index)
     if _use_triton("ms_deform_attn_offsets", *tensors):
         return _forward(
             value, spatial_shapes, level_start_index, sampling_offsets, attention, fused,

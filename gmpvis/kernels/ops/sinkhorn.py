@@ -83,7 +83,8 @@ def _load_problem(
     ptrs = S + b * n1 * ld + offs_i[:, None] * ld + offs_j[None, :]
     s = tl.load(ptrs, mask=(offs_i < n1)[:, None] & (offs_j < ld)[None, :], other=0.0)
     s = tl.where(real, s.to(tl.float32), float("-inf"))
-    x = tl.minimum(s / tau, CAP)
+    x = s / tau
+    x = tl.where(x > CAP, CAP, x)  # min(x, cap) that keeps NaN (tl.minimum may drop it)
     log_n = 0.0
     log_m = 0.0
     if HAS_BIN:
@@ -110,7 +111,8 @@ def _lse(x, AXIS: tl.constexpr):
         total = tl.sum(tl.exp(x - peak[:, None]), axis=1)
     else:
         total = tl.sum(tl.exp(x - peak[None, :]), axis=0)
-    return peak + tl.log(tl.maximum(total, TINY))
+    # propagate_nan: a NaN logit must reach the output (plain max.f32 drops NaN)
+    return peak + tl.log(tl.maximum(total, TINY, propagate_nan=tl.PropagateNan.ALL))
 
 
 @triton.jit
@@ -194,11 +196,15 @@ def _sinkhorn_bwd_kernel(
         # softmax_col(x) = softmax_col(x') (a shift per column) = exp(x') / colsum(exp(x')).
         # exp(x') cannot overflow: x' <= log nu <= log(MAX_SIDE) after a column step.
         # (exp(x) is evaluated twice rather than kept: one tile less in registers)
-        scale = tl.sum(g, axis=0) / tl.maximum(tl.sum(tl.exp(x), axis=0), TINY)
+        scale = tl.sum(g, axis=0) / tl.maximum(
+            tl.sum(tl.exp(x), axis=0), TINY, propagate_nan=tl.PropagateNan.ALL
+        )
         g = g - tl.exp(x) * scale[None, :]
         x = x + tl.load(base + BLOCK_M + offs_j)[None, :]  # the iterate before the step
         # row half step, the same along the other axis (x' <= log mu after a row step)
-        scale = tl.sum(g, axis=1) / tl.maximum(tl.sum(tl.exp(x), axis=1), TINY)
+        scale = tl.sum(g, axis=1) / tl.maximum(
+            tl.sum(tl.exp(x), axis=1), TINY, propagate_nan=tl.PropagateNan.ALL
+        )
         g = g - tl.exp(x) * scale[:, None]
         x = x + tl.load(base + offs_i)[:, None]
     # x = min(scores / tau, cap): the clamp passes the gradient only below the cap
@@ -312,8 +318,8 @@ def _backward(
 
 
 def _bin_logit(dustbin: float | None, tau: float) -> float:
-    """``dustbin / tau`` in double, capped like the scores (the kernel rounds it to float32)."""
-    return 0.0 if dustbin is None else min(dustbin / tau, _CAP)
+    """``dustbin / tau`` as the reference rounds it (capped, float32)."""
+    return 0.0 if dustbin is None else reference.dustbin_logit(dustbin, tau)
 
 
 # --- registration
