@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test lint format bench e2e gpu-check compile-report clean
+.PHONY: venv demo test lint format bench e2e association train-tiny gpu-check compile-report clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,14 @@ bench: $(STAMP)
 
 e2e: $(STAMP)
 	$(PY) -m experiments.e2e
+
+# the association benchmark on the recipe's stage-1 detector (about an hour on 2 cores)
+association: $(STAMP)
+	OMP_NUM_THREADS=1 $(PY) -m experiments.association --detector outputs/tiny_recipe/stage1/checkpoint_latest.pth
+
+# the run that makes gmpvis/assets/gmpvis_tiny.pth (both stages of the tiny recipe)
+train-tiny: $(STAMP)
+	$(PY) -m experiments.train_tiny --ship
 
 # on a CUDA machine (~8 min): pytest -m gpu, the kernel model group, r50 360p inference;
 # results under benchmarks/results/<gpu name>/. Without a GPU: prints the plan, exits 2.

@@ -9,11 +9,11 @@ merely duplicate a matched object (``dup_ids``).
 frames before ``t``: its :class:`TrackMemory` is fed the object's own matched proposals in
 frame order through the same ``update`` / ``advance_to`` calls the tracker makes, its last
 sighting ``g`` frames back (``g`` random in ``[1, max_gap]`` as far as its sightings reach,
-so occlusions are supervised) and earlier sightings dropped at random (missed detections); a few tracks start
-from unmatched proposals (the tracker's spurious tracks). The proposals are every one the
-tracker keeps at ``t``. Targets: a track's true column is its object's matched proposal; a
-track whose object has no kept proposal at ``t``, and a proposal that belongs to no track,
-go to the dustbin; duplicates of a matched proposal are ignored.
+so occlusions are supervised) and earlier sightings dropped at random (missed detections);
+a few tracks start from unmatched proposals (the tracker's spurious tracks). The proposals
+are every one the tracker keeps at ``t``. Targets: a track's true column is its object's
+matched proposal; a track whose object has no kept proposal at ``t``, and a proposal that
+belongs to no track, go to the dustbin; duplicates of a matched proposal are ignored.
 """
 
 from __future__ import annotations

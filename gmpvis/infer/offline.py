@@ -35,8 +35,8 @@ from gmpvis.infer.tracker import (
     Track,
     accept_matches,
     match_threshold,
-    memory_spec,
 )
+from gmpvis.model.build import build_memory_spec
 from gmpvis.model.gmpvis_model import OUTPUT_KEYS
 
 
@@ -56,7 +56,7 @@ class ClipStitcher:
     def __init__(self, associate: ScoreFn, cfg: TrackerConfig | None = None) -> None:
         self.associate = associate
         self.cfg = cfg or TrackerConfig()
-        self.spec = memory_spec(self.cfg)
+        self.spec = build_memory_spec(self.cfg)
         self.threshold = match_threshold(self.cfg)
         self.tracks: list[Track] = []
         self.covered = 0  # frames [0, covered) already processed by earlier clips

@@ -40,12 +40,9 @@ from gmpvis.association import (
 from gmpvis.association.associate import ScoreFn
 from gmpvis.config import TrackerConfig
 from gmpvis.infer.frames import FrameProposals, encode_mask
+from gmpvis.model.build import build_memory_spec
 
-__all__ = ["OnlineTracker", "Track", "accept_matches", "encode_mask", "memory_spec"]
-
-
-def memory_spec(cfg: TrackerConfig) -> MemorySpec:
-    return MemorySpec(cfg.embed_history, cfg.motion_pos_std, cfg.motion_vel_std)
+__all__ = ["OnlineTracker", "Track", "accept_matches", "encode_mask"]
 
 
 def match_threshold(cfg: TrackerConfig) -> float:
@@ -158,7 +155,7 @@ class OnlineTracker:
     ) -> None:
         self.associate = associate
         self.cfg = cfg or TrackerConfig()
-        self.spec = memory_spec(self.cfg)
+        self.spec = build_memory_spec(self.cfg)
         self.threshold = match_threshold(self.cfg)
         self.keep_observations = keep_observations
         self.live: list[Track] = []

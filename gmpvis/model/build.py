@@ -10,7 +10,7 @@ from __future__ import annotations
 from torch import nn
 
 from gmpvis.association import GraphMatchingHead, GraphSpec, MemorySpec
-from gmpvis.config import Config
+from gmpvis.config import Config, TrackerConfig
 from gmpvis.model.association_loss import AssociationLoss
 from gmpvis.model.backbone import ResNetBackbone, TinyCNN
 from gmpvis.model.criterion import SetCriterion
@@ -112,20 +112,32 @@ def build_matcher(cfg: Config) -> HungarianMatcher:
     )
 
 
+def build_memory_spec(tracker: TrackerConfig) -> MemorySpec:
+    """How tracks keep their memory (``tracker.embed_history``, ``motion_*``): the tracker and
+    the training graphs read this one spec."""
+    return MemorySpec(tracker.embed_history, tracker.motion_pos_std, tracker.motion_vel_std)
+
+
+def build_graph_spec(cfg: Config) -> GraphSpec:
+    """How ``L_match``'s graphs are sampled (``loss.match_*``, ``tracker.max_missing``)."""
+    lc = cfg.loss
+    return GraphSpec(
+        window=lc.match_window,
+        max_gap=lc.match_max_gap,
+        drop=lc.match_drop,
+        spurious=lc.match_spurious,
+        max_missed=cfg.tracker.max_missing,
+    )
+
+
 def build_association_loss(cfg: Config, gm_head: nn.Module | None) -> AssociationLoss:
     """``L_match`` and the contrastive term, on the graphs ``cfg.tracker`` would build."""
     lc, k = cfg.loss, cfg.tracker
     return AssociationLoss(
         gm_head if lc.match_weight > 0 else None,
         select=dict(threshold=k.det_threshold, nms_iou=k.nms_iou, limit=k.max_proposals),
-        memory=MemorySpec(k.embed_history, k.motion_pos_std, k.motion_vel_std),
-        graphs=GraphSpec(
-            window=lc.match_window,
-            max_gap=lc.match_max_gap,
-            drop=lc.match_drop,
-            spurious=lc.match_spurious,
-            max_missed=k.max_missing,
-        ),
+        memory=build_memory_spec(k),
+        graphs=build_graph_spec(cfg),
         contrastive_tau=lc.contrastive_tau,
     )
 

@@ -19,7 +19,6 @@ from torch import nn
 
 from gmpvis.association import (
     GraphSpec,
-    MemorySpec,
     collate_graphs,
     contrastive_loss,
     match_loss,
@@ -29,7 +28,7 @@ from gmpvis.checkpoint import load_checkpoint, save_checkpoint
 from gmpvis.config import Config, TrackerConfig, config_to_dict
 from gmpvis.eval import read_json
 from gmpvis.infer import load_model
-from gmpvis.model.build import build_gm_head
+from gmpvis.model.build import build_gm_head, build_graph_spec, build_memory_spec
 from gmpvis.model.heads import MLP
 from gmpvis.train.cache import CachedVideo, cache_videos
 
@@ -91,7 +90,7 @@ def fit_gm_head(
     """Train ``gm_head`` in place on the tracker's graphs; returns the loss per step."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    memory = MemorySpec(tracker.embed_history, tracker.motion_pos_std, tracker.motion_vel_std)
+    memory = build_memory_spec(tracker)
     records = [
         [f.record(e, tracker) for f, e in zip(v.frames, ve, strict=True)]
         for v, ve in zip(videos, embeds, strict=True)
@@ -148,14 +147,7 @@ def train_gm_head(
         head_cfg.model.gm_lambda = lam
     torch.manual_seed(seed)
     head = build_gm_head(head_cfg)
-    lc = cfg.loss
-    spec = GraphSpec(
-        window=lc.match_window,
-        max_gap=lc.match_max_gap,
-        drop=lc.match_drop,
-        spurious=lc.match_spurious,
-        max_missed=cfg.tracker.max_missing,
-    )
+    spec = build_graph_spec(cfg)
     embeds = embed_videos(embed_head, videos)
     fit_gm_head(head, videos, embeds, cfg.tracker, spec, steps=steps, seed=seed)
     return head
