@@ -39,9 +39,7 @@ from gmpvis.model import build_model
 CPU = torch.device("cpu")
 
 # Every proposal is kept and may start a track: random weights score about 0.01.
-OPEN = TrackerConfig(
-    det_threshold=0.0, birth_threshold=0.0, match_threshold=0.0, confirm_hits=1
-)
+OPEN = TrackerConfig(det_threshold=0.0, birth_threshold=0.0, match_threshold=0.0, confirm_hits=1)
 
 
 @pytest.fixture(scope="module")
