@@ -241,7 +241,9 @@ def test_build_gm_head_reads_the_config():
     head = build_gm_head(cfg)
     assert head.pair_mlp[0].out_features == 7 and head.edge_geo.out_features == 5
     assert head.edge_app.in_features == 12
-    assert (head.iters, head.sinkhorn_iters, head.tau, head.max_missed) == (2, 17, 0.5, 3)
+    assert (head.iters, head.sinkhorn_iters, head.tau) == (2, 17, 0.5)
+    # the frames-missed feature keeps its fixed scale whatever the tracker's max_missing
+    assert head.max_missed == 10
     assert head.lam.item() == pytest.approx(0.25)
     linear = build_gm_head(get_config("tiny", ["model.gm_lambda=0"]))
     assert not linear.use_quadratic and not hasattr(linear, "edge_geo")
