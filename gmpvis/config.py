@@ -285,6 +285,16 @@ PRESETS: dict[str, dict[str, Any]] = {
         "train.ckpt_every": 500,
         "train.eval_every": 375,
         "train.log_every": 20,
+        # tuned on the validation videos (seeds 7101-7103) by `python -m experiments.association
+        # --detector outputs/tiny_recipe/stage1/checkpoint_latest.pth --val-videos 16`: the graph
+        # matching arm's values; cosine / iou thresholds from the contrastive-cosine / motion-IoU
+        # arms (experiments/results/association.json, "tuned")
+        "tracker.match_threshold": 0.1,
+        "tracker.birth_threshold": 0.05,
+        "tracker.confirm_hits": 2,
+        "tracker.max_missing": 5,
+        "tracker.cosine_threshold": 0.7,
+        "tracker.iou_threshold": 0.35,
     },
     # Paper-level ResNet-50 setting (YouTube-VIS 2019: 40 classes, 3-frame clips).
     "r50": {
