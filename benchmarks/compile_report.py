@@ -172,7 +172,7 @@ def _compile(job: dict) -> dict:
     }
 
 
-def _constexpr_blocks(kernel, kwargs) -> dict:
+def _constexpr_blocks(kwargs) -> dict:
     """The tile-size constexprs (``BLOCK_*``) of a launch."""
     return {k: v for k, v in kwargs.items() if k.startswith("BLOCK")}
 
@@ -207,7 +207,7 @@ def _jobs(quick: bool, caps) -> tuple[list[dict], list[dict]]:
                         "shape": name,
                         "dtype": dtype,
                         "arch": arch.name,
-                        "blocks": _constexpr_blocks(kernel, lc.kwargs),
+                        "blocks": _constexpr_blocks(lc.kwargs),
                         "grid": list(lc.grid),
                         "smem_limit": arch.smem_per_block,
                         "backward": n >= n_fwd,

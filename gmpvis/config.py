@@ -120,6 +120,10 @@ class DataConfig:
     split_seed: int = 0
     num_workers: int = 2
     verify_frames: str = "auto"  # check every frame header up front: auto | true | false
+    # pad each training batch's H and W up to a multiple of this (0: to the batch max only);
+    # -1: 32 under train.compile, so that compiled graphs are keyed on a few size buckets
+    # instead of every batch size, and 0 otherwise
+    size_divisibility: int = -1
 
 
 @dataclass
@@ -439,6 +443,7 @@ def validate(cfg: Config) -> Config:
         (len(d.scales) > 0, "data.scales", "non-empty", d.scales),
         (0.0 <= d.holdout_fraction < 1.0, "data.holdout_fraction", "in [0, 1)", d.holdout_fraction),
         (d.num_workers >= 0, "data.num_workers", ">= 0", d.num_workers),
+        (d.size_divisibility >= -1, "data.size_divisibility", ">= -1", d.size_divisibility),
         (len(d.synthetic_mix) > 0, "data.synthetic_mix", "non-empty", d.synthetic_mix),
         (d.stream_length >= 1, "data.stream_length", ">= 1", d.stream_length),
         (l.match_max_gap >= 1, "loss.match_max_gap", ">= 1", l.match_max_gap),

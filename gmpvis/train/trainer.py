@@ -80,6 +80,9 @@ class TrainingInterrupted(KeyboardInterrupt):
 
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# data.size_divisibility=-1 under train.compile: at the tiny preset's 128 px every batch pads
+# to 128 x 128 (one graph); at r50's scales a few buckets per scale
+COMPILE_SIZE_DIVISIBILITY = 32
 
 
 def _worker_ignores_stop_signals(worker_id: int) -> None:
@@ -254,12 +257,20 @@ class Trainer:
         return DataLoader(
             SeededDataset(self.train_set),
             batch_sampler=sampler,
-            collate_fn=collate_clips,
+            collate_fn=self.collate,
             num_workers=workers,
             persistent_workers=workers > 0,
             pin_memory=self.device.type == "cuda",
             worker_init_fn=_worker_ignores_stop_signals if workers > 0 else None,
         )
+
+    def collate(self, samples: list) -> dict:
+        """The training loader's batching: :func:`collate_clips` with ``data.size_divisibility``
+        (-1: 32 under ``train.compile``, else 0)."""
+        d = self.cfg.data.size_divisibility
+        if d < 0:
+            d = COMPILE_SIZE_DIVISIBILITY if self.cfg.train.compile else 0
+        return collate_clips(samples, size_divisibility=d)
 
     def _autocast(self):
         return autocast(self.device, self.cfg.train.amp)
