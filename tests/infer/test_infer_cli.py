@@ -204,7 +204,8 @@ def test_demo_with_shipped_checkpoint_scores(tmp_path):
     summary = infer.main(["--demo", "--output-dir", str(tmp_path / "demo")])
     assert (tmp_path / "demo" / "results.json").is_file()
     assert (tmp_path / "demo" / "overlay.gif").is_file()
-    assert summary["metrics"]["AP"] > 0.3  # measured 0.47; random weights score ~0
+    # the medium demo video: measured 0.350 with the committed checkpoint; random weights ~0
+    assert summary["metrics"]["AP"] > 0.3
 
 
 @pytest.mark.gpu
