@@ -83,3 +83,80 @@ def test_interval_of_a_paired_difference():
     a, b = np.array([1.0, 2.0, 3.0, 4.0]), np.array([0.5, 1.5, 2.5, 3.5])
     out = interval(a, b)
     assert out["mean"] == pytest.approx(0.5) and out["ci95"] == pytest.approx([0.5, 0.5])
+
+
+# ---- the oracle-association ceiling ------------------------------------------------------
+
+
+def test_best_prefix_maximises_the_spatio_temporal_iou():
+    """Against every subset of the sightings (brute force) on random candidates."""
+    from itertools import combinations
+
+    from experiments.association_stats import _best_prefix
+
+    rng = np.random.default_rng(3)
+    for _ in range(200):
+        n = int(rng.integers(1, 7))
+        areas = rng.uniform(5, 50, n)
+        inter = areas * rng.uniform(0.0, 1.0, n)
+        cands = [(t, float(inter[t]), float(areas[t])) for t in range(n)]
+        union0 = float(rng.uniform(20, 200))
+
+        def iou(ts, cands=cands, union0=union0):
+            i = sum(cands[t][1] for t in ts)
+            return i / (union0 + sum(cands[t][2] - cands[t][1] for t in ts))
+
+        best = max(iou(ts) for m in range(n + 1) for ts in combinations(range(n), m))
+        assert iou(_best_prefix(cands, union0)) == pytest.approx(best, abs=1e-12)
+
+
+def test_oracle_links_each_object_and_drops_a_sliver_that_lowers_its_iou():
+    """Two objects, 4 frames. Object 1's frame-2 sighting has IoU 0.44 (below the cache's 0.5
+    bar) but raises the track's spatio-temporal IoU from 72/144 to 96/162: kept. Its frame-3
+    sighting covers 1 of its pixels and 35 others: it would lower the IoU, so it is dropped."""
+    import torch
+
+    from experiments.association_stats import oracle_results
+    from gmpvis.config import get_config
+    from gmpvis.train.cache import CachedFrame, CachedVideo
+
+    frames = 4
+    objects = [(1, 1), (9, 9)]  # top-left corners of 6x6 squares
+    gt = {"categories": [{"id": 1, "name": "a"}], "videos": [{"id": 1, "width": W,
+          "height": H, "length": frames, "file_names": [f"{t}.jpg" for t in range(frames)]}],
+          "annotations": []}  # fmt: skip
+
+    def square(y, x, h=6, w=6):
+        m = np.zeros((H, W), bool)
+        m[y : y + h, x : x + w] = True
+        return m
+
+    for k, (y, x) in enumerate(objects):
+        gt["annotations"].append(
+            {"id": k + 1, "video_id": 1, "category_id": 1, "iscrowd": 0,
+             "segmentations": [rle_of(square(y, x))] * frames, "areas": [36] * frames,
+             "bboxes": [[x, y, 6, 6]] * frames}
+        )  # fmt: skip
+    video = CachedVideo(1, H, W)
+    for t in range(frames):
+        masks = [square(*objects[1]), square(1, 1)]
+        if t == 2:
+            masks[1] = square(1, 1, 6, 4) | square(1, 7, 6, 3)  # 24 in, 18 out: IoU 0.44
+        if t == 3:
+            masks[1] = square(6, 6, 6, 6)  # 1 pixel of object 1 (its corner), 35 outside
+        n = len(masks)
+        boxes = torch.tensor([[0.7, 0.7, 0.3, 0.3], [0.25, 0.25, 0.3, 0.3]])
+        video.frames.append(
+            CachedFrame(
+                logits=torch.tensor([[3.0], [2.0]]), boxes=boxes, queries=torch.zeros(n, 4),
+                embeds=torch.zeros(n, 4), rles=[rle_of(m) for m in masks],
+                gt_ids=torch.full((n,), -1), dup_ids=torch.full((n,), -1),
+            )
+        )  # fmt: skip
+    tracker = get_config("tiny", ["tracker.categories_per_track=1"]).tracker
+    results = oracle_results(gt, [video], tracker, [1])
+    assert len(results) == 2
+    by_frames = {tuple(s is not None for s in r["segmentations"]): r for r in results}
+    assert set(by_frames) == {(True, True, True, True), (True, True, True, False)}
+    m = evaluate_all(gt, results)
+    assert m["AP50"] == pytest.approx(1.0)
