@@ -83,6 +83,7 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 # data.size_divisibility=-1 under train.compile: at the tiny preset's 128 px every batch pads
 # to 128 x 128 (one graph); at r50's scales a few buckets per scale
 COMPILE_SIZE_DIVISIBILITY = 32
+COMPILE_GRAPHS_PER_SCALE = 4  # padded long sides per short side allowed before eager fallback
 
 
 def _worker_ignores_stop_signals(worker_id: int) -> None:
@@ -169,7 +170,13 @@ class Trainer:
                 )
         self._resume(trust_checkpoint)
         if cfg.train.compile:
-            self.model.compile()  # in place: state_dict keys and DDP's parameters unchanged
+            # in place: state_dict keys and DDP's parameters unchanged. Static shapes: batches
+            # come in a few padded sizes (see collate), each gets its own graph; automatic
+            # dynamic shapes failed inside Inductor on the second size (a symbolic stride order)
+            self.model.compile(dynamic=False)
+            # room for every size bucket: a graph per (scale, padded long side) and a margin
+            limit = COMPILE_GRAPHS_PER_SCALE * len(cfg.data.scales)
+            torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, limit)
         # DDP wraps model + criterion: the criterion runs the graph matching head (L_match),
         # so every parameter use must happen inside the DDP module's forward.
         self.train_module: nn.Module = ModelWithLoss(self.model, self.criterion, self._autocast)
