@@ -41,6 +41,7 @@ from experiments.association_stats import (
     per_frame_ap,
 )
 from gmpvis.eval import evaluate, evaluate_all
+from gmpvis.eval.tracking_metrics import fragmentation
 from gmpvis.infer import load_model
 from gmpvis.train.heads import train_embed_head, train_gm_head
 
@@ -56,6 +57,8 @@ SHARED_GRID = {
     "max_missing": [2, 5, 10, 15],
 }
 METRICS = ("AP", "AP50", "AR10", "HOTA", "DetA", "AssA", "LocA", "IDF1", "id_switches")
+# from gmpvis.eval.tracking_metrics.fragmentation: where the switches leave the objects
+FRAGMENTATION = ("tracks_per_instance", "covering_tracks_mean", "followed_at_50", "followed_at_75")
 BASELINES = ("cosine", "contrastive cosine", "motion IoU")
 HEAD_KEYS = ("embed_head.", "gm_head.")  # what stage 2 replaces
 GRAPH = "graph matching"
@@ -122,13 +125,16 @@ def test_metrics(arm: Arm, cfg, gt, videos, ids) -> tuple[dict, list]:
         arm, videos, arm.embeddings(videos), tracker_config(cfg.tracker, arm), ids
     )
     m = evaluate_all(gt, results)
-    return {k: m[k] for k in METRICS} | {"tracks": len(results)}, results
+    frag = fragmentation(gt, results)
+    return {k: m[k] for k in METRICS} | {k: frag[k] for k in FRAGMENTATION} | {
+        "tracks": len(results)
+    }, results
 
 
 def summarise(rows: list[dict]) -> dict:
     """Mean and standard deviation over seeds of each metric."""
     out = {}
-    for k in METRICS:
+    for k in (*METRICS, *FRAGMENTATION):
         vals = [r[k] for r in rows]
         out[k] = {"mean": float(np.mean(vals)), "std": float(np.std(vals)), "seeds": vals}
     return out
@@ -180,10 +186,13 @@ def markdown(report: dict) -> str:
 
 def ceilings(gt: dict, videos, tracker, ids) -> dict:
     """The per-frame (detection) and oracle-association ceilings of one set's proposals."""
-    oracle = evaluate_all(gt, oracle_results(gt, videos, tracker, ids))
+    linked = oracle_results(gt, videos, tracker, ids)
+    oracle = evaluate_all(gt, linked)
+    followed = fragmentation(gt, linked)["followed_at_50"]
     return {
         "per_frame": per_frame_ap(gt, videos, tracker, ids),
-        "oracle": {k: oracle[k] for k in ("AP", "AP50", "HOTA", "AssA")},
+        "oracle": {k: oracle[k] for k in ("AP", "AP50", "HOTA", "AssA")}
+        | {"followed_at_50": followed},
     }
 
 
@@ -219,6 +228,7 @@ def score_shipped(args, detector, data: dict, ids) -> dict:
         c = ceilings(gt, videos, cfg.tracker, ids)
         report[f"test_{d}"] = metrics | {
             "oracle_AP": c["oracle"]["AP"],
+            "oracle_followed_at_50": c["oracle"]["followed_at_50"],
             "per_frame_AP": c["per_frame"]["AP"],
             "AP_over_oracle": metrics["AP"] / max(c["oracle"]["AP"], 1e-9),
         }

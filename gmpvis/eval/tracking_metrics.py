@@ -17,6 +17,10 @@ classification, is measured here.
 
     switches = id_switches(gt, results)          # gt: path or dict, results: path or list
     switches["id_switches"], switches["per_video"], switches["covered_frames"]
+
+``fragmentation(gt, results)`` says where switches leave a video's instances: per GT
+instance, how many distinct tracks cover it in some frame, and whether one track follows it
+well enough for video AP to count it (class-agnostic spatio-temporal IoU >= 0.5, 0.75).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from gmpvis.eval.results import GroundTruth, Instance, check_results, load_gt
+from gmpvis.eval.ytvis_eval import video_iou
 
 
 def _dedupe_tracks(instances: list[Instance]) -> list[Instance]:
@@ -106,6 +111,49 @@ def id_switches(
         "gt_instances": sum(1 for g in truth.annotations if not g.iscrowd),
         "visible_frames": visible,
         "covered_frames": covered,
+    }
+
+
+def fragmentation(
+    gt: str | Path | dict | GroundTruth, results: str | Path | list, *, iou_threshold: float = 0.5
+) -> dict:
+    """How broken the tracks of ``results`` are, per GT instance (class-agnostic).
+
+    Returns ``{"gt_instances", "tracks" (distinct mask sequences), "tracks_per_instance"
+    (tracks / instances), "covering_tracks_mean" (distinct tracks covering an instance in
+    some frame, as :func:`covering_tracks` decides), "followed_at_50" / "followed_at_75"
+    (share of instances whose best track has spatio-temporal IoU >= 0.5 / 0.75),
+    "best_iou_mean"}``. An empty ground truth gives zeros.
+    """
+    truth = load_gt(gt)
+    checked = results if _are_instances(results) else check_results(results, truth)
+    by_video: dict[int, list[Instance]] = {}
+    for r in checked:
+        by_video.setdefault(r.video_id, []).append(r)
+    tracks_of = {vid: _dedupe_tracks(dl) for vid, dl in by_video.items()}
+    gts = [g for g in truth.annotations if not g.iscrowd]
+    covering, best = [], []
+    for vid, video in truth.videos.items():
+        mine = [g for g in gts if g.video_id == vid]
+        tracks = tracks_of.get(vid, [])
+        if not mine:
+            continue
+        ious = video_iou(tracks, mine, video.length)  # [D, G]
+        for j, g in enumerate(mine):
+            cover = covering_tracks(g, tracks, iou_threshold)
+            covering.append(len({c for c in cover if c is not None}))
+            best.append(float(ious[:, j].max()) if tracks else 0.0)
+    n = len(gts)
+    n_tracks = sum(len(t) for vid, t in tracks_of.items() if vid in truth.videos)
+    best_a = np.asarray(best, dtype=np.float64)
+    return {
+        "gt_instances": n,
+        "tracks": n_tracks,
+        "tracks_per_instance": n_tracks / n if n else 0.0,
+        "covering_tracks_mean": float(np.mean(covering)) if n else 0.0,
+        "followed_at_50": float(np.mean(best_a >= 0.5)) if n else 0.0,
+        "followed_at_75": float(np.mean(best_a >= 0.75)) if n else 0.0,
+        "best_iou_mean": float(best_a.mean()) if n else 0.0,
     }
 
 

@@ -124,3 +124,31 @@ def test_bad_threshold_and_unknown_video():
     bad["video_id"] = 9
     with pytest.raises(ValueError, match="unknown video_id 9"):
         id_switches(gt, [bad])
+
+
+def test_fragmentation_counts_fragments_and_followed_instances():
+    """A: one exact track (followed, 1 fragment). B: split 3 ways over 2 + 2 + 3 frames,
+    duplicated under a second category (still 3 tracks): no track reaches ST-IoU 0.5."""
+    from gmpvis.eval.tracking_metrics import fragmentation
+
+    rng = np.random.default_rng(7)
+    a, b = random_objects(rng, 2)
+    gt = gt_dict([a, b], hidden={})
+    pieces = [track({t: b[t] for t in span}) for span in ((0, 1), (2, 3), (4, 5, 6))]
+    results = [track({t: a[t] for t in range(T)}), *pieces, dict(pieces[2], category_id=2)]
+    out = fragmentation(gt, results)
+    assert out["gt_instances"] == 2
+    assert out["tracks"] == 4
+    assert out["tracks_per_instance"] == pytest.approx(2.0)
+    assert out["covering_tracks_mean"] == pytest.approx((1 + 3) / 2)
+    assert out["followed_at_50"] == pytest.approx(0.5)  # A only: B's best piece is 3/7
+    assert out["followed_at_75"] == pytest.approx(0.5)
+    area_b = [int(m.sum()) for m in b]
+    best_b = sum(area_b[4:]) / sum(area_b)
+    assert out["best_iou_mean"] == pytest.approx((1.0 + best_b) / 2)
+    # B's pieces merged into one track: followed
+    merged = track({t: b[t] for t in range(T)})
+    assert fragmentation(gt, [results[0], merged])["followed_at_50"] == pytest.approx(1.0)
+    # no results: nothing followed, nothing covered
+    empty = fragmentation(gt, [])
+    assert empty["tracks"] == 0 and empty["followed_at_50"] == 0.0
