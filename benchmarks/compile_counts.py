@@ -96,6 +96,8 @@ def training(device: torch.device, scales: list[int], steps: int, warmup: int, a
         if i + 1 == min(warmup, steps):
             marks["after_warmup"] = _counts()
     end = _counts()
+    after = marks.get("after_warmup", end)["graphs"]
+    later = sorted(seconds[warmup:])  # empty when the budget stopped the run in the warm-up
     return {
         "compile_phases_s": _phase_times(),
         "scales": scales,
@@ -103,14 +105,12 @@ def training(device: torch.device, scales: list[int], steps: int, warmup: int, a
         "steps": len(seconds),
         "steps_asked": steps,
         "warmup_steps": warmup,
-        "graphs_after_warmup": marks.get("after_warmup", end)["graphs"],
+        "graphs_after_warmup": after,
         "graphs_total": end["graphs"],
-        "recompiles_after_warmup": end["graphs"] - marks.get("after_warmup", end)["graphs"],
+        "recompiles_after_warmup": end["graphs"] - after,
         "graph_breaks": end["graph_breaks"],
         "first_step_s": seconds[0],
-        "later_steps_median_s": (
-            sorted(seconds[warmup:])[len(seconds[warmup:]) // 2] if steps > warmup else None
-        ),
+        "later_steps_median_s": later[len(later) // 2] if later else None,
         "step_s": [round(s, 3) for s in seconds],
         "input_sizes": sorted(sizes),
     }

@@ -25,7 +25,7 @@ from gmpvis.config import TrackerConfig
 from gmpvis.eval import evaluate
 from gmpvis.eval.results import check_results, load_gt
 from gmpvis.eval.trackeval_metrics import frame_similarities, sequence_data
-from gmpvis.eval.ytvis_eval import IOU_THRS, REC_THRS, YTVISEval
+from gmpvis.eval.ytvis_eval import IOU_THRS, REC_THRS, YTVISEval, pair_intersections
 from gmpvis.train.cache import CachedVideo
 
 
@@ -74,19 +74,6 @@ def per_frame_ap(gt: dict, videos: list[CachedVideo], tracker: TrackerConfig, id
     return {"AP": m["AP"], "AP50": m["AP50"]}
 
 
-def _object_masks(gt: dict) -> dict[int, list[tuple[int, list]]]:
-    """Video id -> [(object id, per-frame RLEs or None), ...] of the ground truth."""
-    out = defaultdict(list)
-    for a in gt["annotations"]:
-        segs = []
-        for seg in a["segmentations"]:
-            if isinstance(seg, dict) and isinstance(seg.get("counts"), list):
-                seg = mask_utils.frPyObjects(seg, *seg["size"])
-            segs.append(seg)
-        out[a["video_id"]].append((int(a["id"]), segs))
-    return out
-
-
 def _best_prefix(cands: list[tuple[int, float, float]], union0: float) -> list[int]:
     """The frames whose sightings maximise ``(sum i) / (union0 + sum (p - i))`` -> frame list.
 
@@ -112,31 +99,34 @@ def oracle_results(gt: dict, videos: list[CachedVideo], tracker: TrackerConfig, 
     that maximises its spatio-temporal mask IoU (the quantity video AP thresholds). Score and
     categories: the mean class probabilities of the chosen sightings, as the tracker reports.
     """
-    objects = _object_masks(gt)
+    objects = defaultdict(list)  # video id -> its GT instances (the evaluator's validator)
+    for g in load_gt(gt).annotations:
+        if not g.iscrowd:
+            objects[g.video_id].append(g)
     k = tracker.categories_per_track
     results = []
     for video in videos:
         objs = objects[video.video_id]
+        segs_of = [g.segs for g in objs]  # built once: ``segs`` decodes on every access
         cands = defaultdict(list)  # object index -> [(frame, intersection, area)]
         picks = {}  # (object index, frame) -> query
         for t, frame in enumerate(video.frames):
             kept = [q for q in _kept(frame, tracker) if frame.rles[q] is not None]
-            here = [j for j, (_, segs) in enumerate(objs) if segs[t] is not None]
+            here = [j for j, segs in enumerate(segs_of) if segs[t] is not None]
             if not kept or not here:
                 continue
             prop = [frame.rles[q] for q in kept]
-            obj = [objs[j][1][t] for j in here]
-            iou = np.asarray(mask_utils.iou(prop, obj, [0] * len(obj))).reshape(len(kept), -1)
-            area_p = mask_utils.area(prop).astype(np.float64)
-            area_g = mask_utils.area(obj).astype(np.float64)
+            area_p = mask_utils.area(prop).astype(np.float64)  # one frame: <= max_proposals
+            area_g = np.array([objs[j].areas[t] for j in here])
+            inter = pair_intersections(prop, [segs_of[j][t] for j in here], area_p)
+            union = area_p[:, None] + area_g[None, :] - inter
+            iou = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
             for r, c in zip(*linear_sum_assignment(-iou), strict=True):
-                if iou[r, c] > 0:  # |P ∩ G| = IoU (|P| + |G|) / (1 + IoU)
-                    inter = iou[r, c] * (area_p[r] + area_g[c]) / (1 + iou[r, c])
-                    cands[here[c]].append((t, inter, area_p[r]))
+                if inter[r, c] > 0:
+                    cands[here[c]].append((t, float(inter[r, c]), float(area_p[r])))
                     picks[here[c], t] = kept[r]
         for j, c in cands.items():
-            union0 = float(mask_utils.area([s for s in objs[j][1] if s is not None]).sum())
-            chosen = _best_prefix(c, union0)
+            chosen = _best_prefix(c, float(objs[j].areas.sum()))
             if not chosen:
                 continue
             queries = {t: picks[j, t] for t in chosen}

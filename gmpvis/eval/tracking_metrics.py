@@ -132,13 +132,13 @@ def fragmentation(
         by_video.setdefault(r.video_id, []).append(r)
     tracks_of = {vid: _dedupe_tracks(dl) for vid, dl in by_video.items()}
     gts = [g for g in truth.annotations if not g.iscrowd]
+    gts_of: dict[int, list[Instance]] = {}
+    for g in gts:
+        gts_of.setdefault(g.video_id, []).append(g)
     covering, best = [], []
-    for vid, video in truth.videos.items():
-        mine = [g for g in gts if g.video_id == vid]
+    for vid, mine in gts_of.items():
         tracks = tracks_of.get(vid, [])
-        if not mine:
-            continue
-        ious = video_iou(tracks, mine, video.length)  # [D, G]
+        ious = video_iou(tracks, mine, truth.videos[vid].length)  # [D, G]
         for j, g in enumerate(mine):
             cover = covering_tracks(g, tracks, iou_threshold)
             covering.append(len({c for c in cover if c is not None}))
